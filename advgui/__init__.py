@@ -1,0 +1,1 @@
+"""advgui: explore adversarial attacks on image classifiers."""

@@ -1,0 +1,36 @@
+"""Attack registry. ``make_attack(name, **params)`` builds a configured attack by its CLI name."""
+from __future__ import annotations
+
+from .base import Attack, AttackControl, AttackError, AttackResult, StepInfo, round_within_eps
+from .gradient import BIM, FGSM, MIFGSM, PGD
+
+ATTACKS: dict[str, type[Attack]] = {
+    "fgsm": FGSM,
+    "bim": BIM,
+    "pgd": PGD,
+    "mifgsm": MIFGSM,
+}
+ALIASES = {"i-fgsm": "bim", "ifgsm": "bim", "mi-fgsm": "mifgsm", "mim": "mifgsm", "pgd-linf": "pgd",
+           "pgd-l2": "pgd", "cw-l2": "cw", "c&w": "cw", "cwl2": "cw"}
+
+__all__ = ["ATTACKS", "Attack", "AttackControl", "AttackError", "AttackResult", "StepInfo", "make_attack",
+           "attack_class", "round_within_eps"]
+
+
+def attack_class(name: str) -> type[Attack]:
+    key = name.strip().lower()
+    key = ALIASES.get(key, key)
+    if key not in ATTACKS:
+        raise AttackError(f"unknown attack {name!r}; choose from {', '.join(sorted(ATTACKS))}")
+    return ATTACKS[key]
+
+
+def make_attack(name: str, **params) -> Attack:
+    """Build an attack from its name and the parameters it takes; parameters it does not take and
+    ``None`` values are ignored, so one CLI/GUI parameter set can configure any attack."""
+    cls = attack_class(name)
+    if name.strip().lower() == "pgd-l2" and params.get("norm") is None:
+        params["norm"] = "l2"
+    fields = {f for f in cls.__dataclass_fields__}
+    kwargs = {k: v for k, v in params.items() if k in fields and v is not None}
+    return cls(**kwargs)

@@ -1,0 +1,1 @@
+"""Package data: demo weights, demo images, digits data, icons."""
