@@ -1,0 +1,107 @@
+"""The ``advgui`` command. With no subcommand it opens the desktop window.
+
+    advgui                      open the window (on the built-in demo)
+    advgui attack ...           attack an image set and export the adversarial set
+    advgui eval ...             robustness curves: accuracy against ε for several attacks
+    advgui train ...            adversarial training (PGD, fast FGSM) or plain training
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import pkgutil
+import sys
+from typing import Optional, Sequence
+
+from . import __version__
+
+EPILOG = """\
+Run `advgui COMMAND --help` for the options of each command. Examples:
+  advgui attack --model demo --images demo --attack pgd --eps 8/255 --out out/pgd
+  advgui attack --model torchvision:resnet18 --weights resnet18.pth --images photos/ --attack fgsm --eps 2/255
+  advgui eval --model demo --images demo --attacks fgsm,pgd --eps 0,0.05,0.1,0.2
+"""
+
+
+class CliError(Exception):
+    """A user mistake on the command line: printed as one line, exit code 2."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="advgui",
+        description="Explore adversarial attacks on PyTorch image classifiers. "
+                    "Without a command, opens the desktop window.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"advgui {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    gui = sub.add_parser("gui", help="open the desktop window (the default)",
+                         description="Open the desktop window.")
+    gui.set_defaults(func=None)
+    from . import commands
+    for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
+        mod = importlib.import_module(f"{commands.__name__}.{info.name}")
+        if hasattr(mod, "register"):
+            mod.register(sub)
+    for name, p in sub.choices.items():
+        if name != "gui" and not any("--debug" in a.option_strings for a in p._actions):
+            p.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    return parser
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from .core.attacks.base import AttackError
+    from .core.data import DataError, ImageError
+    from .core.models import ModelError
+    errors: list[type[BaseException]] = [CliError, ModelError, DataError, ImageError, AttackError]
+    try:
+        from .core.export import ExportError
+        errors.append(ExportError)
+    except ImportError:  # pragma: no cover
+        pass
+    return tuple(errors)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] == "gui" or (argv[0].startswith("-") and argv[0] not in
+                                        ("-h", "--help", "--version", "--debug")):
+        # the window: no torch import here, so it paints at once
+        from .gui.app import main as gui_main
+        return gui_main(argv[1:] if argv and argv[0] == "gui" else argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command in (None, "gui"):
+        from .gui.app import main as gui_main
+        return gui_main([])
+    debug = getattr(args, "debug", False)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("advgui: interrupted", file=sys.stderr)
+        return 130
+    except _user_errors() as e:
+        if debug:
+            raise
+        print(f"advgui {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except MemoryError:
+        if debug:
+            raise
+        print(f"advgui {args.command}: error: out of memory; try a smaller --batch-size", file=sys.stderr)
+        return 2
+    except Exception as e:  # noqa: BLE001 - last resort: one line unless --debug
+        if debug:
+            raise
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        if "out of memory" in msg.lower():
+            print(f"advgui {args.command}: error: out of memory; try a smaller --batch-size", file=sys.stderr)
+        else:
+            print(f"advgui {args.command}: error: {type(e).__name__}: {msg} (run with --debug for details)",
+                  file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Subcommands of the advgui CLI: each module exposes register(subparsers)."""

@@ -1,0 +1,265 @@
+"""``advgui attack``: attack an image set, print a summary, optionally export the adversarial set."""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+DESCRIPTION = """\
+Attack every image of a set with one attack and report how often the model is fooled.
+
+The model sees images in [0, 1] at its own input size; ε is in the same pixel units, so 8/255 means
+"at most 8 grey levels per pixel" (L∞). Images are resized/cropped to the model's input and rounded
+to 8 bits first: the attack starts from exactly the image written to clean/.
+
+Success is re-checked by classifying the final images again, and once more after rounding them to
+8 bits (what a PNG can hold): both numbers are reported. Without class subfolders named after the
+model's classes, the clean prediction stands in for the label and success means "the prediction
+changed".
+"""
+
+EXAMPLES = """\
+examples:
+  advgui attack --model demo --images demo --attack pgd --eps 8/255 --out out/pgd
+  advgui attack --model demo --images demo --attack deepfool                 (smallest perturbation)
+  advgui attack --model demo --images demo --attack pgd --eps 0.2 --target 3 --stop-on-success
+  advgui attack --model torchvision:resnet18 --weights resnet18.pth --images photos/ --attack fgsm --eps 2/255
+
+attacks: fgsm, bim, pgd, mifgsm (default norm linf), deepfool, cw (default norm l2; eps optional:
+without it they find the smallest perturbation they can, with it the result is also bounded by it).
+
+output (--out DIR): clean/ and adv/ PNGs at the model's input size (names mirror the sources),
+adv_float/ with the exact float adversarial images (.npz), manifest.csv and manifest.json (one row per
+image, the run's parameters, versions, skipped files). Written PNGs stay within eps of clean/.
+"""
+
+
+def add_model_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("model")
+    g.add_argument("--model", default="demo", metavar="SPEC",
+                   help="demo, demo-robust, torchvision:ARCH (with --weights), a TorchScript file, or a "
+                        ".safetensors file saved by advgui (default: demo)")
+    g.add_argument("--weights", metavar="FILE", help="state_dict for torchvision:ARCH (.pth/.pt or .safetensors)")
+    g.add_argument("--labels", metavar="FILE", help="class names: a text file (one per line) or JSON")
+    g.add_argument("--trust-pickle", action="store_true",
+                   help="allow opening a whole pickled nn.Module (unpickling can run code: only for files you trust)")
+    g.add_argument("--input-size", type=int, metavar="PX", help="override the model's input size (square)")
+    g.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"],
+                   help="auto picks CUDA, then MPS, then the CPU (default: auto)")
+
+
+def load_model_from_args(args: argparse.Namespace):
+    from ..core.models import load_model
+    return load_model(args.model, weights=args.weights, labels=args.labels, trust_pickle=args.trust_pickle,
+                      device=args.device, input_size=args.input_size)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("attack", help="attack an image set and export the adversarial images",
+                       description=DESCRIPTION, epilog=EXAMPLES,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_model_options(p)
+    g = p.add_argument_group("images")
+    g.add_argument("--images", required=True, metavar="PATH",
+                   help="an image file, a folder (searched recursively), an ImageFolder tree "
+                        "(class subfolders), or 'demo' for the built-in demo digits")
+    g.add_argument("--batch-size", type=int, default=64, metavar="B", help="images per batch (default: 64)")
+    a = p.add_argument_group("attack")
+    a.add_argument("--attack", default="pgd", metavar="NAME",
+                   help="fgsm, bim, pgd, mifgsm, deepfool, cw (default: pgd)")
+    a.add_argument("--eps", metavar="E",
+                   help="perturbation budget in pixel units: 8/255 or 0.0314 (default 8/255 for L∞, 0.5 for L2; "
+                        "none for deepfool/cw)")
+    a.add_argument("--norm", choices=["linf", "l2"], help="threat model (default: linf, or l2 for deepfool/cw)")
+    a.add_argument("--steps", type=int, metavar="N",
+                   help="iterations (default 10; deepfool 50; cw: optimiser steps per value of c, default 100)")
+    a.add_argument("--step-size", metavar="A", help="step size in pixel units (default: 2.5·eps/steps for PGD, "
+                                                      "eps/steps for BIM and MI-FGSM)")
+    a.add_argument("--target", metavar="CLASS", help="targeted attack towards this class (index or name)")
+    a.add_argument("--restarts", type=int, metavar="R", help="PGD: random restarts, best kept per image (default 1)")
+    a.add_argument("--stop-on-success", action="store_true",
+                   help="stop attacking an image as soon as it fools the model (saves time, smaller perturbations)")
+    a.add_argument("--decay", type=float, help="MI-FGSM momentum decay (default 1.0)")
+    a.add_argument("--overshoot", type=float, help="DeepFool overshoot (default 0.02)")
+    a.add_argument("--c", dest="c", type=float, help="C&W initial trade-off constant c")
+    a.add_argument("--binary-steps", type=int, metavar="K", help="C&W binary-search rounds over c")
+    a.add_argument("--confidence", type=float, help="C&W margin κ (default 0)")
+    a.add_argument("--lr", type=float, help="C&W Adam learning rate (default 0.01)")
+    a.add_argument("--seed", type=int, default=0, help="seed for random starts (default: 0)")
+    o = p.add_argument_group("output")
+    o.add_argument("--out", metavar="DIR", help="write clean/adv PNGs, float tensors and manifests here")
+    o.add_argument("--resume", action="store_true", help="continue an interrupted export in --out")
+    o.add_argument("--overwrite", action="store_true", help="replace an earlier export in --out")
+    o.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+def resolve_target(text: Optional[str], class_names: list[str]) -> Optional[int]:
+    from ..cli import CliError
+    if text is None:
+        return None
+    if text in class_names:
+        return class_names.index(text)
+    lower = [c.lower() for c in class_names]
+    if text.lower() in lower:
+        return lower.index(text.lower())
+    try:
+        t = int(text)
+    except ValueError:
+        raise CliError(f"--target {text!r}: not a class name or index of this model") from None
+    if not 0 <= t < len(class_names):
+        raise CliError(f"--target {t}: out of range 0..{len(class_names) - 1}")
+    return t
+
+
+def fmt_eps(eps: Optional[float]) -> str:
+    if eps is None:
+        return "none"
+    return f"{eps:.4g} (= {eps * 255:.3g}/255)"
+
+
+def build_attack(args: argparse.Namespace):
+    from ..cli import CliError
+    from ..core.attacks import attack_class, make_attack
+    from ..core.eps import parse_eps
+    cls = attack_class(args.attack)
+    fields = cls.__dataclass_fields__
+    norm = args.norm
+    if norm is not None and norm not in cls.norms:
+        raise CliError(f"--norm {norm}: {cls.name} supports {', '.join(cls.norms)}")
+    eps = parse_eps(args.eps) if args.eps is not None else None
+    if eps is None and not cls.minimal_norm and "eps" in fields:
+        eps = 8 / 255 if (norm or fields["norm"].default if "norm" in fields else "linf") == "linf" else 0.5
+    step_size = parse_eps(args.step_size) if args.step_size is not None else None
+    params: dict[str, Any] = dict(eps=eps, norm=norm, steps=args.steps, step_size=step_size,
+                                  restarts=args.restarts, decay=args.decay, overshoot=args.overshoot,
+                                  c=args.c, binary_steps=args.binary_steps, confidence=args.confidence,
+                                  lr=args.lr)
+    if args.stop_on_success:
+        if "stop_on_success" not in fields:
+            raise CliError(f"--stop-on-success does not apply to {cls.name}")
+        params["stop_on_success"] = True
+    given = {k for k, v in params.items() if v is not None}
+    ignored = sorted(k for k in given - set(fields) if k not in ("eps", "norm"))
+    if ignored:
+        print(f"advgui attack: note: {cls.name} does not use " + ", ".join("--" + k.replace("_", "-") for k in ignored),
+              file=sys.stderr)
+    return make_attack(args.attack, **params)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..cli import CliError
+    from ..core.data import DataError, open_images
+    from ..core.export import ExportWriter, versions
+    from ..core.runner import SetSummary, attack_batches
+
+    if args.batch_size < 1:
+        raise CliError("--batch-size must be at least 1")
+    if args.resume and args.overwrite:
+        raise CliError("--resume and --overwrite exclude each other")
+    if (args.resume or args.overwrite) and not args.out:
+        raise CliError("--resume/--overwrite need --out DIR")
+    attack = build_attack(args)  # parameter errors before loading anything
+    import torch
+    clf = load_model_from_args(args)
+    images = open_images(args.images, clf.class_names)
+    target = resolve_target(args.target, clf.class_names)
+    if target is not None and not attack.supports_targeted:
+        raise CliError(f"{attack.name} is untargeted only; drop --target")
+    run_info = {"attack": attack.name, "params": attack.params(), "model": args.model,
+                "weights": args.weights, "images": args.images, "seed": args.seed, "target": target,
+                "device": str(clf.device), "batch_size": args.batch_size}
+    writer = None
+    indices = None
+    if args.out:
+        writer = ExportWriter(args.out, classifier=clf, image_set=images, run_info=run_info,
+                              overwrite=args.overwrite, resume=args.resume)
+        indices = writer.pending_indices()
+        if args.resume and len(indices) < len(images):
+            print(f"advgui attack: resuming: {len(images) - len(indices)} images already done, "
+                  f"{len(indices)} to go", file=sys.stderr)
+    todo = len(images) if indices is None else len(indices)
+    summary = SetSummary()
+    bar = None
+    if not args.quiet:
+        from tqdm import tqdm
+        bar = tqdm(total=todo, unit="img", desc=attack.name, file=sys.stderr, dynamic_ncols=True)
+    last = [0.0]
+
+    def observer(info) -> None:
+        if bar is not None and time.perf_counter() - last[0] > 0.2:
+            last[0] = time.perf_counter()
+            bar.set_postfix_str(f"step {info.step}/{info.total_steps} fooled {info.success.mean():.0%}")
+        return None
+
+    t0 = time.perf_counter()
+    try:
+        for batch in attack_batches(clf, images, attack, batch_size=args.batch_size, target=target,
+                                    seed=args.seed, indices=indices, observer=observer if bar else None):
+            summary.add(batch.result)
+            if writer is not None:
+                writer.write_batch(batch)
+            if bar is not None:
+                bar.update(len(batch.indices))
+    except KeyboardInterrupt:
+        if bar is not None:
+            bar.close()
+        if writer is not None:
+            print(f"advgui attack: interrupted; {len(writer.rows)} images are complete in {args.out}. "
+                  "Continue with the same command and --resume.", file=sys.stderr)
+        return 130
+    finally:
+        if bar is not None:
+            bar.close()
+    wall = time.perf_counter() - t0
+    if summary.n == 0 and (writer is None or not writer.rows):
+        reasons = "; ".join(str(s) for s in images.skipped[:3])
+        raise DataError(f"{args.images}: no readable images ({reasons})")
+    if writer is not None:
+        path = writer.finish(summary, images.skipped)
+        from ..core.export import summarize_rows
+        totals = summarize_rows(writer._ordered_rows())
+    else:
+        totals = None
+    print_summary(attack, clf, images, summary, totals, images.skipped, wall, writer)
+    return 0
+
+
+def _pct(v: Optional[float]) -> str:
+    return "n/a" if v is None else f"{100 * v:.1f}%"
+
+
+def print_summary(attack, clf, images, s, totals, skipped, wall, writer) -> None:
+    p = attack.params()
+    desc = [f"norm {p.get('norm', 'linf')}", f"eps {fmt_eps(p.get('eps'))}"]
+    if "steps" in p:
+        desc.append(f"steps {p['steps']}")
+    out = sys.stdout
+    print(f"\n{attack.name} ({', '.join(desc)}) on {s.n} images, model {clf.spec} [{clf.device}]", file=out)
+    if not s.n and totals:
+        print("  (all images were already done; totals below are from the manifest)", file=out)
+    src = totals if totals else s.as_dict()
+    print(f"  clean accuracy        {_pct(src['clean_accuracy'])}", file=out)
+    print(f"  adversarial accuracy  {_pct(src['adv_accuracy'])} (8-bit PNG: {_pct(src['adv8_accuracy'])})", file=out)
+    word = "hit target" if s.targeted else "success rate"
+    print(f"  {word:<21} {_pct(src['success_rate'])} (after 8-bit rounding: {_pct(src['success_rate8'])})",
+          file=out)
+    ml, m2 = src.get("median_linf_successful"), src.get("median_l2_successful")
+    if ml is not None and ml == ml:
+        print(f"  median L∞ / L2        {ml:.4f} ({ml * 255:.1f}/255) / {m2:.3f}  (successful images)", file=out)
+    print(f"  time                  {wall:.2f} s ({s.n_forward} forward, {s.n_backward} backward passes)",
+          file=out)
+    if skipped:
+        print(f"  skipped               {len(skipped)} file(s):", file=out)
+        for sk in skipped[:10]:
+            print(f"    {sk}", file=out)
+        if len(skipped) > 10:
+            print(f"    … and {len(skipped) - 10} more (see the manifest)", file=out)
+    if writer is not None:
+        print(f"  wrote                 {writer.out}/ (clean/, adv/, adv_float/, manifest.csv, manifest.json)",
+              file=out)
+    if not images.labelled:
+        print("  note: no class folders matched the model's classes, so the clean prediction was used as the "
+              "label", file=out)

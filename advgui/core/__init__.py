@@ -1,0 +1,1 @@
+"""Qt-free engine: models, image sets, attacks, metrics, export."""

@@ -1,0 +1,126 @@
+"""Run one attack over a whole image set in batches: the shared engine of the CLI and the GUI's batch tab.
+
+Labels come from the ImageFolder tree when there is one; otherwise the clean prediction stands in
+for the label (and the batch says so), so "success" then means "the prediction changed".
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Iterator, Optional, Sequence
+
+import numpy as np
+import torch
+
+from .attacks.base import Attack, AttackResult, Observer
+from .data import ImageSet
+from .models import Classifier
+
+
+@dataclass
+class BatchResult:
+    indices: list[int]             # item indices into the ImageSet
+    label_sources: list[str]       # "folder" or "prediction" per image
+    result: AttackResult
+
+
+@dataclass
+class SetSummary:
+    """Aggregates over all batches (only images that decoded)."""
+
+    n: int = 0
+    clean_correct: int = 0
+    adv_correct: int = 0
+    adv8_correct: int = 0
+    success: int = 0
+    success8: int = 0
+    linf: list[float] = field(default_factory=list)
+    l2: list[float] = field(default_factory=list)
+    elapsed: float = 0.0
+    n_forward: int = 0
+    n_backward: int = 0
+    targeted: bool = False
+
+    def add(self, r: AttackResult) -> None:
+        lab = r.labels.numpy()
+        self.n += len(r)
+        self.clean_correct += int((r.clean_pred == lab).sum())
+        self.adv_correct += int((r.adv_pred == lab).sum())
+        self.adv8_correct += int((r.adv8_pred == lab).sum())
+        self.success += int(r.success.sum())
+        self.success8 += int(r.success8.sum())
+        ok = r.success
+        self.linf += r.linf[ok].tolist()
+        self.l2 += r.l2[ok].tolist()
+        self.elapsed += r.elapsed
+        self.n_forward += r.n_forward
+        self.n_backward += r.n_backward
+        self.targeted = r.target is not None
+
+    def rate(self, k: int) -> float:
+        return k / self.n if self.n else 0.0
+
+    @property
+    def clean_accuracy(self) -> float:
+        return self.rate(self.clean_correct)
+
+    @property
+    def adv_accuracy(self) -> float:
+        return self.rate(self.adv_correct)
+
+    @property
+    def adv8_accuracy(self) -> float:
+        return self.rate(self.adv8_correct)
+
+    @property
+    def success_rate(self) -> float:
+        return self.rate(self.success)
+
+    @property
+    def success_rate8(self) -> float:
+        return self.rate(self.success8)
+
+    @property
+    def median_linf(self) -> float:
+        return float(np.median(self.linf)) if self.linf else float("nan")
+
+    @property
+    def median_l2(self) -> float:
+        return float(np.median(self.l2)) if self.l2 else float("nan")
+
+    def as_dict(self) -> dict:
+        return {"images": self.n, "clean_accuracy": self.clean_accuracy, "adv_accuracy": self.adv_accuracy,
+                "adv8_accuracy": self.adv8_accuracy, "success_rate": self.success_rate,
+                "success_rate8": self.success_rate8, "median_linf_successful": self.median_linf,
+                "median_l2_successful": self.median_l2, "seconds": self.elapsed,
+                "forward_passes": self.n_forward, "backward_passes": self.n_backward}
+
+
+def attack_batches(classifier: Classifier, images: ImageSet, attack: Attack, *, batch_size: int = 64,
+                   target: Optional[int] = None, seed: Optional[int] = 0, indices: Optional[Sequence[int]] = None,
+                   observer: Optional[Observer] = None, should_stop: Optional[Callable[[], bool]] = None,
+                   ) -> Iterator[BatchResult]:
+    """Attack the set batch by batch, yielding each batch's result as soon as it is ready.
+
+    Bad files are recorded in ``images.skipped`` and left out. ``should_stop`` is checked between
+    batches; ``observer`` receives every step of every batch (and may cancel the current batch).
+    """
+    device = classifier.device
+    for idx, x8 in images.iter_batches(classifier.preprocess, batch_size, indices):
+        if should_stop is not None and should_stop():
+            return
+        x = x8.to(device).float() / 255
+        labels = images.labels_tensor(idx)
+        if labels is None:
+            with torch.no_grad():
+                was = classifier.training
+                classifier.eval()
+                labels = classifier(x).argmax(1).cpu()
+                classifier.train(was)
+            sources = ["prediction"] * len(idx)
+        else:
+            sources = ["folder"] * len(idx)
+        tgt = None if target is None else torch.full((len(idx),), int(target), dtype=torch.long)
+        result = attack.run(classifier, x, labels, target=tgt, observer=observer, seed=seed)
+        yield BatchResult(list(idx), sources, result)
+        if result.cancelled:
+            return
