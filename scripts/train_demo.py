@@ -88,7 +88,7 @@ def main() -> None:
     for c in range(10):
         (out / CLASSES[c]).mkdir(parents=True, exist_ok=True)
         for k, i in enumerate(np.flatnonzero(lab_te.numpy() == c)[: args.per_class]):
-            Image.fromarray(raw_te[i, 0].numpy(), "L").save(out / CLASSES[c] / f"digit_{c}_{k}.png")
+            Image.fromarray(raw_te[i, 0].numpy()).save(out / CLASSES[c] / f"digit_{c}_{k}.png")
     print(f"held-out accuracy {acc:.4f}; wrote {RES}")
 
 

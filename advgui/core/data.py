@@ -123,7 +123,7 @@ def _to_8bit(img: Image.Image) -> Image.Image:
         else:
             top = 65535.0
         arr = np.clip(np.nan_to_num(arr) / top * 255.0, 0, 255).round().astype(np.uint8)
-        return Image.fromarray(arr, "L")
+        return Image.fromarray(arr)
     if mode == "P" or mode == "PA":
         return img.convert("RGBA")
     if mode in ("CMYK", "YCbCr", "LAB", "HSV", "RGBX", "RGBa"):
@@ -136,7 +136,7 @@ def _to_8bit(img: Image.Image) -> Image.Image:
 def _flatten_alpha(img: Image.Image) -> Image.Image:
     """Composite transparent images over white, as image viewers show them."""
     if img.mode in ("RGBA", "LA"):
-        bg = Image.new(img.mode[:-1], img.size, 255)
+        bg = Image.new(img.mode[:-1], img.size, "white")
         bg.paste(img.convert(img.mode[:-1]), mask=img.getchannel("A"))
         return bg
     return img
@@ -258,7 +258,7 @@ def upsample_digits(images8: np.ndarray, size: tuple[int, int] = (28, 28)) -> np
     out = np.empty((len(images8), size[0], size[1]), np.uint8)
     for i, im in enumerate(images8):
         a = np.clip(np.asarray(im, np.float64) * (255.0 / 16.0), 0, 255).round().astype(np.uint8)
-        out[i] = np.asarray(Image.fromarray(a, "L").resize((size[1], size[0]), Image.BICUBIC))
+        out[i] = np.asarray(Image.fromarray(a).resize((size[1], size[0]), Image.BICUBIC))
     return out
 
 

@@ -79,9 +79,9 @@ def png_bytes(img: torch.Tensor) -> bytes:
     """(C, H, W) uint8 tensor to lossless PNG bytes."""
     arr = img.permute(1, 2, 0).numpy()
     if arr.shape[2] == 1:
-        pil = Image.fromarray(arr[:, :, 0], "L")
+        pil = Image.fromarray(arr[:, :, 0])
     else:
-        pil = Image.fromarray(arr, "RGB")
+        pil = Image.fromarray(arr)
     buf = io.BytesIO()
     pil.save(buf, format="PNG", compress_level=6)
     return buf.getvalue()

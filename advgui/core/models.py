@@ -239,13 +239,17 @@ def _torchvision_defaults(arch: str) -> dict[str, Any]:
             "resize_size": resize[0], "categories": list(w.meta.get("categories", []))}
 
 
+def _check_torchvision_arch(arch: str) -> None:
+    import torchvision
+    if arch not in torchvision.models.list_models(module=torchvision.models):
+        known = ", ".join(sorted(torchvision.models.list_models(module=torchvision.models))[:12])
+        raise ModelError(f"unknown torchvision architecture {arch!r} (classification models such as {known}, …)")
+
+
 def _build_torchvision(arch: str, state: Optional[dict[str, torch.Tensor]]) -> nn.Module:
     import torchvision
-    try:
-        builder = torchvision.models.get_model_builder(arch)
-    except ValueError:
-        known = ", ".join(sorted(torchvision.models.list_models(module=torchvision.models))[:12])
-        raise ModelError(f"unknown torchvision architecture {arch!r} (e.g. {known}, …)") from None
+    _check_torchvision_arch(arch)
+    builder = torchvision.models.get_model_builder(arch)
     kwargs: dict[str, Any] = {"weights": None}
     if arch.startswith("inception") or arch.startswith("googlenet"):
         kwargs["aux_logits"] = False
@@ -355,6 +359,7 @@ def load_model(spec: str, *, weights: Optional[str | os.PathLike] = None,
         source = str(path)
     elif spec.startswith("torchvision:"):
         name = spec.split(":", 1)[1]
+        _check_torchvision_arch(name)
         tv = _torchvision_defaults(name)
         state = None
         if weights is not None:
