@@ -129,10 +129,16 @@ def build_attack(args: argparse.Namespace):
     norm = args.norm
     if norm is not None and norm not in cls.norms:
         raise CliError(f"--norm {norm}: {cls.name} supports {', '.join(cls.norms)}")
-    eps = parse_eps(args.eps) if args.eps is not None else None
+    def value(flag: str, text: Optional[str]) -> Optional[float]:
+        try:
+            return parse_eps(text) if text is not None else None
+        except ValueError as e:
+            raise CliError(f"{flag}: {e}") from None
+
+    eps = value("--eps", args.eps)
     if eps is None and not cls.minimal_norm and "eps" in fields:
         eps = 8 / 255 if (norm or fields["norm"].default if "norm" in fields else "linf") == "linf" else 0.5
-    step_size = parse_eps(args.step_size) if args.step_size is not None else None
+    step_size = value("--step-size", args.step_size)
     params: dict[str, Any] = dict(eps=eps, norm=norm, steps=args.steps, step_size=step_size,
                                   restarts=args.restarts, decay=args.decay, overshoot=args.overshoot,
                                   c=args.c, binary_steps=args.binary_steps, confidence=args.confidence,
