@@ -1,0 +1,303 @@
+"""Small reusable widgets: the error banner, the ε editor, a file-path field, confidence bars, the
+difference legend."""
+from __future__ import annotations
+
+import math
+from typing import Optional, Sequence
+
+from PySide6.QtCore import QRectF, QSize, Qt, Signal
+from PySide6.QtGui import QColor, QFont, QLinearGradient, QPainter, QPalette, QValidator
+from PySide6.QtWidgets import (QDoubleSpinBox, QFileDialog, QFrame, QHBoxLayout, QLabel, QLineEdit,
+                               QPushButton, QSizePolicy, QToolButton, QWidget)
+
+
+
+# -- error / info banner --------------------------------------------------------------------------------------
+
+class Banner(QFrame):
+    """A message strip at the top of the window: errors stay until closed, infos fade after a while."""
+
+    def __init__(self, parent: Optional[QWidget] = None) -> None:
+        super().__init__(parent)
+        self.setObjectName("banner")
+        lay = QHBoxLayout(self)
+        lay.setContentsMargins(10, 6, 6, 6)
+        self.icon = QLabel()
+        self.label = QLabel()
+        self.label.setWordWrap(True)
+        self.label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.label.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
+        close = QToolButton()
+        close.setText("✕")
+        close.setAutoRaise(True)
+        close.setToolTip("Dismiss")
+        close.clicked.connect(self.hide)
+        lay.addWidget(self.icon)
+        lay.addWidget(self.label, 1)
+        lay.addWidget(close)
+        self.messages: list[str] = []
+        self.kind = ""
+        self.hide()
+
+    def show_message(self, text: str, kind: str = "error") -> None:
+        self.messages.append(text)
+        self.kind = kind
+        colors = {"error": ("#fdecea", "#b3261e", "⚠"), "warning": ("#fff4e5", "#8a5300", "⚠"),
+                  "info": ("#e8f1fd", "#1a4f8b", "ℹ")}
+        bg, fg, icon = colors.get(kind, colors["info"])
+        self.setStyleSheet(f"#banner {{ background: {bg}; border: 1px solid {fg}; border-radius: 4px; }}"
+                           f"#banner QLabel {{ color: {fg}; }}")
+        self.icon.setText(icon)
+        self.label.setText(text)
+        self.show()
+
+    @property
+    def text(self) -> str:
+        return self.label.text() if self.isVisible() else ""
+
+
+# -- ε ------------------------------------------------------------------------------------------------------
+
+def parse_eps_text(text: str) -> float:
+    """``0.0314``, ``8/255`` -> float (core's parser when present)."""
+    try:
+        from advgui.core.eps import parse_eps
+    except ImportError:  # pragma: no cover - core module not installed
+        s = text.strip()
+        if "/" in s:
+            a, _, b = s.partition("/")
+            v = float(a) / float(b)
+        else:
+            v = float(s)
+        if not math.isfinite(v) or v < 0:
+            raise ValueError(text)
+        return v
+    return parse_eps(text)
+
+
+class EpsSpinBox(QDoubleSpinBox):
+    """A spin box that also accepts fractions such as ``8/255``."""
+
+    def validate(self, text: str, pos: int):  # noqa: D401 - Qt API
+        s = text.strip()
+        if not s or s.endswith("/") or s in (".", "-"):
+            return QValidator.State.Intermediate, text, pos
+        try:
+            v = parse_eps_text(s)
+        except (ValueError, ZeroDivisionError):
+            return QValidator.State.Invalid, text, pos
+        if v > self.maximum():
+            return QValidator.State.Intermediate, text, pos
+        return QValidator.State.Acceptable, text, pos
+
+    def valueFromText(self, text: str) -> float:  # noqa: N802 - Qt API
+        try:
+            return parse_eps_text(text)
+        except (ValueError, ZeroDivisionError):
+            return self.value()
+
+
+class EpsEditor(QWidget):
+    """ε shown twice, in pixel units 0–1 and in /255 steps; editing either updates the other."""
+
+    valueChanged = Signal(float)
+
+    def __init__(self, parent: Optional[QWidget] = None) -> None:
+        super().__init__(parent)
+        lay = QHBoxLayout(self)
+        lay.setContentsMargins(0, 0, 0, 0)
+        self.unit = EpsSpinBox()
+        self.unit.setDecimals(4)
+        self.unit.setRange(0.0, 1.0)
+        self.unit.setSingleStep(1 / 255)
+        self.unit.setToolTip("ε in pixel units (images in 0–1). Fractions like 8/255 are accepted.")
+        self.unit.setKeyboardTracking(False)
+        self.b255 = QDoubleSpinBox()
+        self.b255.setDecimals(2)
+        self.b255.setRange(0.0, 255.0)
+        self.b255.setSingleStep(1.0)
+        self.b255.setSuffix(" /255")
+        self.b255.setToolTip("ε in 8-bit steps: 8/255 changes each pixel by at most 8 levels (L∞).")
+        self.b255.setKeyboardTracking(False)
+        eq = QLabel("=")
+        lay.addWidget(self.unit, 1)
+        lay.addWidget(eq)
+        lay.addWidget(self.b255, 1)
+        self._sync = False
+        self.unit.valueChanged.connect(self._from_unit)
+        self.b255.valueChanged.connect(self._from_255)
+
+    def setMaximum(self, v: float) -> None:  # noqa: N802 - Qt style
+        self.unit.setMaximum(v)
+        self.b255.setMaximum(v * 255)
+
+    def _from_unit(self, v: float) -> None:
+        if self._sync:
+            return
+        self._sync = True
+        self.b255.setValue(v * 255)
+        self._sync = False
+        self.valueChanged.emit(v)
+
+    def _from_255(self, v: float) -> None:
+        if self._sync:
+            return
+        self._sync = True
+        self.unit.setValue(v / 255)
+        self._sync = False
+        self.valueChanged.emit(v / 255)
+
+    def value(self) -> float:
+        # the /255 box is exact for k/255 values; the 0–1 box is rounded to 4 decimals
+        v255 = self.b255.value() / 255
+        return v255 if abs(v255 - self.unit.value()) < 1e-4 else self.unit.value()
+
+    def setValue(self, v: float) -> None:  # noqa: N802
+        self._sync = True
+        self.unit.setValue(v)
+        self.b255.setValue(v * 255)
+        self._sync = False
+        self.valueChanged.emit(self.value())
+
+
+# -- a path field -----------------------------------------------------------------------------------------------
+
+class PathEdit(QWidget):
+    """A line edit with a browse button; emits ``chosen`` when a path is picked or typed."""
+
+    chosen = Signal(str)
+
+    def __init__(self, placeholder: str, file_filter: str = "", folder: bool = False,
+                 parent: Optional[QWidget] = None) -> None:
+        super().__init__(parent)
+        lay = QHBoxLayout(self)
+        lay.setContentsMargins(0, 0, 0, 0)
+        lay.setSpacing(4)
+        self.edit = QLineEdit()
+        self.edit.setPlaceholderText(placeholder)
+        self.edit.setClearButtonEnabled(True)
+        self.button = QPushButton("…")
+        self.button.setFixedWidth(32)
+        self.button.setToolTip("Browse")
+        lay.addWidget(self.edit, 1)
+        lay.addWidget(self.button)
+        self.filter = file_filter
+        self.folder = folder
+        self.button.clicked.connect(self.browse)
+        self.edit.editingFinished.connect(lambda: self.chosen.emit(self.edit.text().strip()))
+
+    def text(self) -> str:
+        return self.edit.text().strip()
+
+    def setText(self, t: str) -> None:  # noqa: N802
+        self.edit.setText(t)
+
+    def browse(self) -> None:
+        if self.folder:
+            p = QFileDialog.getExistingDirectory(self, "Choose a folder", self.text())
+        else:
+            p, _ = QFileDialog.getOpenFileName(self, "Choose a file", self.text(), self.filter)
+        if p:
+            self.edit.setText(p)
+            self.chosen.emit(p)
+
+
+# -- confidence bars --------------------------------------------------------------------------------------------
+
+class ConfidenceBars(QWidget):
+    """Top-k classes as horizontal bars with names and percentages (painted; scales with the font)."""
+
+    def __init__(self, rows: int = 3, parent: Optional[QWidget] = None) -> None:
+        super().__init__(parent)
+        self.rows = rows
+        self.items: list[tuple[str, float, str]] = []   # name, prob, role ("true", "target", "")
+        self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
+
+    def set_items(self, items: Sequence[tuple[str, float, str]]) -> None:
+        self.items = list(items)[: self.rows]
+        self.update()
+
+    def sizeHint(self) -> QSize:  # noqa: N802
+        h = self.fontMetrics().height()
+        return QSize(200, int(self.rows * (h + 6)))
+
+    def minimumSizeHint(self) -> QSize:  # noqa: N802
+        return self.sizeHint()
+
+    def paintEvent(self, _ev) -> None:  # noqa: N802
+        p = QPainter(self)
+        p.setRenderHint(QPainter.RenderHint.Antialiasing)
+        fm = self.fontMetrics()
+        h = fm.height() + 6
+        w = self.width()
+        name_w = min(int(w * 0.42), max((fm.horizontalAdvance(n) for n, _, _ in self.items), default=40) + 8)
+        pct_w = fm.horizontalAdvance("100.0%") + 6
+        bar_w = max(10, w - name_w - pct_w)
+        pal = self.palette()
+        text_color = pal.color(QPalette.ColorRole.WindowText)
+        track = pal.color(QPalette.ColorRole.Mid)
+        track.setAlpha(60)
+        for i, (name, prob, role) in enumerate(self.items):
+            y = i * h
+            color = {"true": QColor("#2e7d32"), "target": QColor("#c62828"),
+                     "wrong": QColor("#c62828")}.get(role, QColor("#607d8b"))
+            p.setPen(text_color)
+            elided = fm.elidedText(name, Qt.TextElideMode.ElideRight, name_w - 6)
+            p.drawText(QRectF(0, y, name_w - 6, h), int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter),
+                       elided)
+            p.setPen(Qt.PenStyle.NoPen)
+            p.setBrush(track)
+            p.drawRoundedRect(QRectF(name_w, y + 3, bar_w, h - 6), 3, 3)
+            p.setBrush(color)
+            frac = 0.0 if prob != prob else max(0.0, min(1.0, prob))
+            p.drawRoundedRect(QRectF(name_w, y + 3, max(2.0, bar_w * frac), h - 6), 3, 3)
+            p.setPen(text_color)
+            p.drawText(QRectF(name_w + bar_w + 4, y, pct_w, h),
+                       int(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter),
+                       "–" if prob != prob else f"{100 * prob:.1f}%")
+        p.end()
+
+
+# -- the difference legend ---------------------------------------------------------------------------------------
+
+class DiffLegend(QWidget):
+    """A horizontal colour bar −limit … 0 … +limit (limit in /255 units) under the difference view."""
+
+    def __init__(self, parent: Optional[QWidget] = None) -> None:
+        super().__init__(parent)
+        self.limit = 8.0
+        self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
+        from .display import colormap_stops
+        self.stops = colormap_stops()
+
+    def set_limit(self, limit255: float) -> None:
+        self.limit = limit255
+        self.update()
+
+    def sizeHint(self) -> QSize:  # noqa: N802
+        return QSize(160, self.fontMetrics().height() * 2 + 6)
+
+    def paintEvent(self, _ev) -> None:  # noqa: N802
+        p = QPainter(self)
+        fm = self.fontMetrics()
+        w, bar_h = self.width(), max(8, fm.height() - 4)
+        grad = QLinearGradient(0, 0, w, 0)
+        for t, c in self.stops:
+            grad.setColorAt(t, c)
+        p.fillRect(QRectF(0, 0, w, bar_h), grad)
+        p.setPen(self.palette().color(QPalette.ColorRole.WindowText))
+        lim = self.limit
+        txt = f"{lim:.3g}/255"
+        y = bar_h + 2
+        p.drawText(QRectF(0, y, w / 3, fm.height()), int(Qt.AlignmentFlag.AlignLeft), f"−{txt}")
+        p.drawText(QRectF(w / 3, y, w / 3, fm.height()), int(Qt.AlignmentFlag.AlignHCenter), "0")
+        p.drawText(QRectF(2 * w / 3, y, w / 3, fm.height()), int(Qt.AlignmentFlag.AlignRight), f"+{txt}")
+        p.end()
+
+
+def heading_font(base: QFont, scale: float = 1.15, bold: bool = True) -> QFont:
+    f = QFont(base)
+    if f.pointSizeF() > 0:
+        f.setPointSizeF(f.pointSizeF() * scale)
+    f.setBold(bold)
+    return f
