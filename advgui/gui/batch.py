@@ -151,7 +151,7 @@ class BatchTab(QWidget):
         self.progress = QProgressBar()
         self.progress.setRange(0, 1)
         self.progress.setValue(0)
-        self.progress.setFormat("%v / %m images")
+        self.progress.setFormat("")
         lay.addWidget(self.progress)
         self.summary = QLabel("No results yet. Choose an attack on the left and press “Attack all images”.")
         self.summary.setWordWrap(True)
@@ -185,6 +185,7 @@ class BatchTab(QWidget):
         self.table.clicked.connect(self._open)
         self.results: list[BatchRows] = []
         self.summary_obj: Any = None
+        self.done_images = 0
 
     def set_class_names(self, names: Sequence[str]) -> None:
         self.model.class_names = list(names)
@@ -200,8 +201,7 @@ class BatchTab(QWidget):
         self.results = []
         self.summary_obj = None
         self.model.clear()
-        self.progress.setRange(0, max(1, total))
-        self.progress.setValue(0)
+        self.set_progress(0.0, total)
         self.attack_label.setText(attack_text)
         self.summary.setText("Running…")
         self.set_running(True)
@@ -210,9 +210,12 @@ class BatchTab(QWidget):
         self.results.append(b)
         self.model.add(b)
 
-    def set_progress(self, done: int, total: int) -> None:
-        self.progress.setRange(0, max(1, total))
-        self.progress.setValue(min(done, total))
+    def set_progress(self, done: float, total: int) -> None:
+        """``done`` counts images, with the running batch's share as a fraction."""
+        self.progress.setRange(0, max(1, total) * 100)
+        self.progress.setValue(int(min(done, total) * 100))
+        self.progress.setFormat(f"{int(done)} / {total} images")
+        self.done_images = int(done)
 
     def finish(self, summary: Any, cancelled: bool) -> None:
         self.summary_obj = summary

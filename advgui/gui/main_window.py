@@ -39,6 +39,14 @@ def icon_path() -> Optional[Path]:
     return here if here.exists() else None
 
 
+def default_eps(summary: dict) -> float:
+    """A first ε that visibly works: 32/255 for small grey digits (MNIST-like models need more than the
+    8/255 usual for photos), 8/255 otherwise."""
+    inp = str(summary.get("input", ""))
+    small_grey = inp.startswith("1×") and all(p.isdigit() and int(p) <= 32 for p in inp.split("×")[1:])
+    return 32 / 255 if small_grey else 8 / 255
+
+
 class MainWindow(QMainWindow):
     model_loaded = Signal(object)        # LoadedModel
     model_failed = Signal(str)
@@ -104,8 +112,13 @@ class MainWindow(QMainWindow):
         self.model_dock = self._dock("Model", self.model_panel, Qt.DockWidgetArea.LeftDockWidgetArea)
         self.attack_dock = self._dock("Attack", self.attack_panel, Qt.DockWidgetArea.LeftDockWidgetArea, scroll=True)
         self.images_dock = self._dock("Images", self.images_panel, Qt.DockWidgetArea.RightDockWidgetArea)
-        self.resizeDocks([self.model_dock, self.attack_dock], [10, 30], Qt.Orientation.Vertical)
-        self.resizeDocks([self.model_dock, self.images_dock], [340, 250], Qt.Orientation.Horizontal)
+        self.model_panel.setMinimumWidth(310)
+        self.attack_dock.widget().setMinimumWidth(330)
+        self.attack_dock.widget().setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.images_panel.setMinimumWidth(220)
+        sa = self.attack_dock.widget()
+        sa.setMinimumWidth(self.attack_panel.minimumSizeHint().width() + sa.verticalScrollBar().sizeHint().width() + 4)
+        self.resizeDocks([self.model_dock, self.images_dock], [340, 240], Qt.Orientation.Horizontal)
 
         self.status_label = QLabel("Starting…")
         self.busy = QProgressBar()
@@ -313,7 +326,11 @@ class MainWindow(QMainWindow):
             self.attack_panel.set_registry(self.registry)
         self.attack_panel.set_class_names(m.class_names)
         if not self._attack_restored:
-            self.attack_panel.restore(self.settings.get_json("attack/state", {}))
+            saved = self.settings.get_json("attack/state", {})
+            if saved:
+                self.attack_panel.restore(saved)
+            else:
+                self.attack_panel.eps.setValue(default_eps(m.summary))
             self._attack_restored = True
         self.attack_panel.run_btn.setEnabled(True)
         self.explore.set_class_names(m.class_names)
@@ -540,6 +557,7 @@ class MainWindow(QMainWindow):
         w = BatchWorker(self.model.classifier, self.images.image_set, req, batch_size=batch_size)
         self.batch_worker = w
         self._batch_request = req
+        self._batch_size = batch_size
         self._batch_text = self.attack_panel.describe()
         self.batch.start(len(self.images.image_set), f"Attack: {self._batch_text}")
         w.batch_ready.connect(lambda rows, w=w: w is self.batch_worker and self.batch.add_rows(rows))
@@ -609,13 +627,15 @@ class MainWindow(QMainWindow):
         summary = self.batch.summary_obj
         req = self._batch_request
         m, images = self.model, self.images
-        run_info = {"attack": req.attack, "params": req.params, "target": req.target, "seed": req.seed,
-                    "batch_size": self.batch.batch_size.value(), "model": m.request.spec,
-                    "weights": m.request.weights or None, "labels": m.request.labels or None,
-                    "images": images.paths[0] if len(images.paths) == 1 else images.paths, "source": "advgui gui"}
+        run_info = {"attack": req.attack, "params": req.params, "model": m.request.spec,
+                    "weights": m.request.weights or None,
+                    "images": images.paths[0] if len(images.paths) == 1 else images.paths,
+                    "seed": req.seed, "target": req.target, "device": str(m.summary.get("device")),
+                    "batch_size": self._batch_size}
         from .workers import export_job
         job = Job(lambda: export_job(out_dir, m.classifier, images.image_set, results, summary, run_info,
                                      overwrite=overwrite, resume=resume), "export")
+        self._export_job = job
         self.status(f"Exporting to {out_dir}…", busy=True)
 
         def failed(msg: str) -> None:
@@ -643,7 +663,6 @@ class MainWindow(QMainWindow):
         job.done.connect(done)
         job.failed.connect(failed)
         track(job).start()
-        self._export_job = job
         return job
 
     # -- comparison PNG ----------------------------------------------------------------------------------

@@ -449,6 +449,9 @@ class AttackPanel(QWidget):
         self.target.setEditable(True)
         self.target.setInsertPolicy(QComboBox.InsertPolicy.NoInsert)
         self.target.setEnabled(False)
+        for combo in (self.attack, self.norm, self.target):
+            combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+            combo.setMinimumContentsLength(6)
         trow = QWidget()
         tl = QHBoxLayout(trow)
         tl.setContentsMargins(0, 0, 0, 0)

@@ -34,10 +34,11 @@ class LivePlots(QWidget):
         self.glw.setBackground(bg)
         lay.addWidget(self.glw)
         pen_axis = pg.mkPen(fg)
-        self.loss_plot = self.glw.addPlot(0, 0, rowspan=2, title="Attack loss")
-        self.prob_plot = self.glw.addPlot(0, 1, rowspan=2, title="Probability")
-        self.before_plot = self.glw.addPlot(0, 2, title="Top-k before")
-        self.after_plot = self.glw.addPlot(1, 2, title="Top-k after")
+        self.fg = fg
+        self.loss_plot = self.glw.addPlot(0, 0, title="Attack loss")
+        self.prob_plot = self.glw.addPlot(0, 1, title="Probability")
+        self.before_plot = self.glw.addPlot(0, 2, title="Top-5 before")
+        self.after_plot = self.glw.addPlot(0, 3, title="Top-5 after")
         for p in (self.loss_plot, self.prob_plot, self.before_plot, self.after_plot):
             p.titleLabel.setText(p.titleLabel.text, color=fg.name(), size="10pt")
             for ax in ("left", "bottom"):
@@ -48,12 +49,11 @@ class LivePlots(QWidget):
         for p in (self.loss_plot, self.prob_plot):
             p.showGrid(x=True, y=True, alpha=0.2)
             p.setLabel("bottom", "step")
-        self.glw.ci.layout.setColumnStretchFactor(0, 3)
-        self.glw.ci.layout.setColumnStretchFactor(1, 3)
-        self.glw.ci.layout.setColumnStretchFactor(2, 2)
+        for col, stretch in enumerate((3, 3, 2, 2)):
+            self.glw.ci.layout.setColumnStretchFactor(col, stretch)
         self.prob_plot.setYRange(0, 1, padding=0.02)
         self.prob_plot.getViewBox().setLimits(yMin=-0.05, yMax=1.05)
-        self.prob_legend = self.prob_plot.addLegend(offset=(-6, 6), labelTextColor=fg, brush=pg.mkBrush(bg))
+        self.set_targeted(False)
         self.loss_curve = self.loss_plot.plot(pen=pg.mkPen(LOSS_COLOR, width=2), name="loss")
         self.true_curve = self.prob_plot.plot(pen=pg.mkPen(TRUE_COLOR, width=2), name="true class")
         self.other_curve = self.prob_plot.plot(pen=pg.mkPen(OTHER_COLOR, width=2), name="top other class")
@@ -79,21 +79,26 @@ class LivePlots(QWidget):
             p.getViewBox().invertY(True)
             p.setMouseEnabled(x=False, y=False)
             p.hideButtons()
-            p.getAxis("left").setWidth(70)
+            p.getAxis("bottom").setTicks([[(0.0, "0"), (0.5, "50%"), (1.0, "100%")]])
+            p.getAxis("left").setWidth(40)
         self.class_names: list[str] = []
         self.k = 5
 
     def set_class_names(self, names: Sequence[str]) -> None:
         self.class_names = [str(n) for n in names]
+        fm = self.fontMetrics()
+        longest = max((fm.horizontalAdvance(n[:14]) for n in self.class_names), default=20)
+        for p in (self.before_plot, self.after_plot):
+            p.getAxis("left").setWidth(min(130, longest + 16))
 
     def _name(self, i: int) -> str:
         return self.class_names[i] if 0 <= i < len(self.class_names) else ("" if i < 0 else str(i))
 
     def set_targeted(self, targeted: bool, target_name: str = "") -> None:
-        label = f"target ({target_name})" if targeted else "top other class"
-        for sample, lab in self.prob_legend.items:
-            if sample.item is self.other_curve:
-                lab.setText(label)
+        """The probability plot's title doubles as its legend."""
+        other = f"target {target_name}" if targeted else "top other class"
+        self.prob_plot.setTitle(f"Probability: <span style='color:{TRUE_COLOR}'>true class</span> · "
+                                f"<span style='color:{OTHER_COLOR}'>{other}</span>", color=self.fg.name(), size="10pt")
 
     def clear(self) -> None:
         for c in (self.loss_curve, self.true_curve, self.other_curve):

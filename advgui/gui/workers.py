@@ -348,7 +348,7 @@ class BatchWorker(QThread):
     """Attack the whole image set batch by batch with the core runner; stoppable between and within batches."""
 
     batch_ready = Signal(object)      # BatchRows
-    progress = Signal(int, int)       # images finished (fractional batches rounded down), total
+    progress = Signal(float, int)     # images finished (fractions within the running batch), total
     finished_all = Signal(object)     # core SetSummary
     failed = Signal(str)
 
@@ -366,6 +366,7 @@ class BatchWorker(QThread):
         self._final_topk: Optional[tuple] = None
         self._last_progress = 0.0
         self._done_images = 0
+        self.steps_seen = 0
 
     def cancel(self) -> None:
         self.control.cancel()
@@ -398,9 +399,10 @@ class BatchWorker(QThread):
             self._final_topk = (info.topk_labels.copy(), info.topk_probs.copy())
         self._steps.append((info.loss.astype(float), info.true_prob.astype(float), other, info.success.copy()))
         now = time.perf_counter()
+        self.steps_seen += 1
         if now - self._last_progress > 0.05 and info.total_steps:
             frac = min(1.0, (info.step + 1) / (info.total_steps + 1))
-            self.progress.emit(self._done_images + int(frac * n), self._total)
+            self.progress.emit(self._done_images + frac * n, self._total)
             self._last_progress = now
         return False
 
@@ -434,7 +436,7 @@ class BatchWorker(QThread):
             self.results.append(rows)
             self._done_images += len(rows)
             self.batch_ready.emit(rows)
-            self.progress.emit(self._done_images, self._total)
+            self.progress.emit(float(self._done_images), self._total)
             if self.control.cancelled:
                 break
         self.finished_all.emit(summary)
@@ -485,7 +487,11 @@ def batch_item_images(rows: BatchRows, j: int) -> tuple[np.ndarray, np.ndarray]:
 def export_job(out_dir: str, classifier: Any, image_set: Any, results: Sequence[BatchRows], summary: Any,
                run_info: dict, overwrite: bool = False, resume: bool = False) -> Path:
     """Write the batch results with the core exporter (same files and manifest as the CLI)."""
+    from advgui.core.attacks import make_attack
     from advgui.core.export import ExportWriter
+    run_info = dict(run_info)
+    # the attack's full parameter set, as the command line records it
+    run_info["params"] = make_attack(run_info["attack"], **run_info.get("params", {})).params()
     writer = ExportWriter(out_dir, classifier=classifier, image_set=image_set, run_info=run_info,
                           overwrite=overwrite, resume=resume)
     for rows in results:
