@@ -167,3 +167,24 @@ def test_unavailable_device_is_an_error():
         pytest.skip("CUDA present")
     with pytest.raises(ModelError, match="not available"):
         load_model("demo", device="cuda")
+
+
+def test_torchvision_pretrained_from_local_cache(monkeypatch, tmp_path, squeezenet_weights):
+    """Without --weights, torchvision's pretrained file is taken from the hub cache (no network)."""
+    import os
+    import torchvision
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    url = torchvision.models.SqueezeNet1_1_Weights.DEFAULT.url
+    cache = tmp_path / "hub" / "checkpoints" / os.path.basename(url)
+    cache.parent.mkdir(parents=True)
+    torch.manual_seed(1)
+    ref = torchvision.models.squeezenet1_1(weights=None).eval()
+    torch.save(ref.state_dict(), cache)
+    clf = load_model("torchvision:squeezenet1_1", device="cpu")
+    assert clf.num_classes == 1000
+    assert clf.class_names[0] == "tench"  # ImageNet names from torchvision's metadata
+    x = torch.rand(1, 3, 224, 224)
+    mean = torch.tensor(clf.mean).view(1, 3, 1, 1)
+    std = torch.tensor(clf.std).view(1, 3, 1, 1)
+    with torch.no_grad():
+        assert torch.allclose(clf(x), ref((x - mean) / std), atol=1e-5)
