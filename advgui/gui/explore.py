@@ -185,8 +185,9 @@ class ExploreTab(QWidget):
         self.request = request
         self.attack_text = attack_text
         self.final = None
-        self.history = StepHistory(capacity=max(64, int(request.params.get("steps", 10) or 10)
-                                                * int(request.params.get("restarts", 1) or 1) + 4))
+        p = request.params
+        self.history = StepHistory(capacity=max(64, int(p.get("steps", 10) or 10)
+                                                * int(p.get("restarts", p.get("binary_steps", 1)) or 1) + 4))
         self.mode = "live"
         self._frame = 0
         self.plots.clear()
@@ -345,8 +346,10 @@ class ExploreTab(QWidget):
 
     def _frame_text(self, i: int) -> str:
         h = self.history
-        total = int(self.request.params.get("steps", 1) or 1) if self.request else 1
-        restarts = int(self.request.params.get("restarts", 1) or 1) if self.request else 1
+        params = self.request.params if self.request else {}
+        total = int(params.get("steps", 1) or 1)
+        rounds = "binary_steps" in params          # C&W: binary-search rounds over c
+        restarts = int(params.get("binary_steps" if rounds else "restarts", 1) or 1)
         if i == h.final_index:
             fin = self.final
             extra = ""
@@ -355,7 +358,7 @@ class ExploreTab(QWidget):
             return f"final (re-checked){extra}"
         s = f"step {int(h.step[i])}/{total}"
         if restarts > 1:
-            s += f" · restart {int(h.restart[i]) + 1}/{restarts}"
+            s += f" · {'round' if rounds else 'restart'} {int(h.restart[i]) + 1}/{restarts}"
         return s
 
     def _top(self, labels: np.ndarray, probs: np.ndarray, true_label: int, target: Optional[int]

@@ -383,7 +383,7 @@ class MainWindow(QMainWindow):
         self._images_job = job
         self.images_panel.set_busy("Opening " + ", ".join(Path(p).name or p for p in paths[:3]) + "…")
         job.done.connect(lambda o, j=job: self._images_done(j, o))
-        job.failed.connect(lambda msg, j=job: self._images_fail(j, msg))
+        job.failed.connect(lambda msg, j=job, p=paths: self._images_fail(j, p, msg))
         track(job).start()
 
     def _images_done(self, job: Job, opened: OpenedImages) -> None:
@@ -411,8 +411,12 @@ class MainWindow(QMainWindow):
         self._ready_emitted = False
         self.images_panel.select(idx)
 
-    def _images_fail(self, job: Job, msg: str) -> None:
+    def _images_fail(self, job: Job, paths: list[str], msg: str) -> None:
         if job is not self._images_job:
+            return
+        if self.images is None and paths != ["demo"]:
+            self.show_error(f"Could not open the last images ({msg}). Opened the demo images instead.", "warning")
+            self.open_images(["demo"])
             return
         self.show_error(f"Could not open the images: {msg}")
         if self.images is None:
@@ -488,7 +492,10 @@ class MainWindow(QMainWindow):
         if job is not self._classify_job:
             return
         if self.images is not None:
-            self.images_panel.add_skipped(str(self.images.image_set.items[i].path), msg.split(": ", 1)[-1])
+            path = str(self.images.image_set.items[i].path)
+            for sk in self.images.image_set.skipped:     # an unreadable image (not a model problem)
+                if str(sk.path) == path:
+                    self.images_panel.add_skipped(path, sk.reason)
         self.show_error(msg)
 
     def _clean_changed(self, rec: CleanRecord) -> None:

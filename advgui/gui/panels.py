@@ -336,9 +336,12 @@ class ImagesPanel(QWidget):
 
 NORM_NAMES = {"linf": "L∞", "l2": "L2", "l1": "L1", "l0": "L0"}
 KNOWN = {
-    "eps": "ε (budget)", "norm": "Norm", "steps": "Steps", "step_size": "Step size", "restarts": "Restarts",
+    "eps": "ε", "norm": "Norm", "steps": "Steps", "step_size": "Step size", "restarts": "Restarts",
     "random_start": "Random start", "stop_on_success": "Early stop", "decay": "Momentum",
 }
+PRETTY = {"lr": "Learning rate", "c": "c (initial)", "binary_steps": "Binary search", "overshoot": "Overshoot",
+          "candidates": "Candidates", "confidence": "Confidence κ", "abort_early": "Abort early",
+          "warm_start": "Warm start"}
 TOOLTIPS = {
     "eps": "Largest allowed perturbation, in pixel units (L∞: per pixel; L2: whole image).",
     "steps": "Gradient steps per restart.",
@@ -385,6 +388,8 @@ class AttackPanel(QWidget):
     def __init__(self, parent: Optional[QWidget] = None) -> None:
         super().__init__(parent)
         self.registry: dict[str, type] = {}
+        self._per_attack: dict[str, dict] = {}
+        self._current: Optional[str] = None
         lay = QVBoxLayout(self)
         lay.setContentsMargins(6, 6, 6, 6)
         form = QFormLayout()
@@ -427,10 +432,10 @@ class AttackPanel(QWidget):
         self.decay.setSingleStep(0.1)
         self.decay.setValue(1.0)
         form.addRow(KNOWN["decay"], self.decay)
-        self.random_start = QCheckBox("random point in the ε-ball")
+        self.random_start = QCheckBox("random point in ε-ball")
         self.random_start.setChecked(True)
         form.addRow(KNOWN["random_start"], self.random_start)
-        self.stop_on_success = QCheckBox("stop each image once fooled")
+        self.stop_on_success = QCheckBox("stop once fooled")
         form.addRow(KNOWN["stop_on_success"], self.stop_on_success)
         self.widgets: dict[str, QWidget] = {"eps": self._eps_row, "norm": self.norm, "steps": self.steps,
                                             "step_size": self.step_size, "restarts": self.restarts,
@@ -474,8 +479,13 @@ class AttackPanel(QWidget):
         self.step_btn.setToolTip("Run exactly one more step, then pause (F7)")
         self.stop_btn = QPushButton("■ Stop")
         self.stop_btn.setToolTip("Stop and keep the best result so far (Esc)")
-        for b in (self.run_btn, self.pause_btn, self.step_btn, self.stop_btn):
+        for b in (self.pause_btn, self.step_btn, self.stop_btn):
             btns.addWidget(b)
+        self.run_btn.setMinimumHeight(int(self.fontMetrics().height() * 2.2))
+        f = self.run_btn.font()
+        f.setBold(True)
+        self.run_btn.setFont(f)
+        lay.addWidget(self.run_btn)
         lay.addLayout(btns)
         self.run_btn.setEnabled(False)
         self.set_running(False)
@@ -517,19 +527,25 @@ class AttackPanel(QWidget):
         cls = self.cls()
         if cls is None:
             return
+        name = self.attack.currentData()
+        if self._current is not None and self._current != name:
+            self._per_attack[self._current] = self._values()
+        self._current = name
         fields = {f.name: f for f in dataclasses.fields(cls)}
         doc = (cls.__doc__ or "").strip().splitlines()
         self.about.setText(doc[0] if doc else "")
-        for name, w in self.widgets.items():
-            self.form.setRowVisible(w, name in fields)
+        for key, w in self.widgets.items():
+            self.form.setRowVisible(w, key in fields)
         # ε: bounded or optional (minimal-norm attacks)
         if "eps" in fields:
             kind, optional = _field_kind(cls, fields["eps"])
             self.eps_bounded.setVisible(optional)
-            if not optional:
-                self.eps_bounded.setChecked(True)
+            # minimal-norm attacks find the smallest perturbation: unbounded unless asked
+            self.eps_bounded.setChecked(not optional)
+            self.eps.setEnabled(self.eps_bounded.isChecked())
         norms = tuple(getattr(cls, "norms", ("linf",)))
-        cur = self.norm.currentData()
+        default_norm = fields["norm"].default if "norm" in fields else None
+        cur = default_norm if default_norm in norms else self.norm.currentData()
         self.norm.blockSignals(True)
         self.norm.clear()
         for n in norms:
@@ -547,7 +563,62 @@ class AttackPanel(QWidget):
             self.targeted.setChecked(False)
         self.form.setRowVisible(self.seed, "random_start" in fields or "restarts" in fields)
         self._build_extra(cls, fields)
+        self._apply_values(cls, self._per_attack.get(name, {}))
         self.changed.emit()
+
+    # -- each attack keeps its own steps, step size, norm, ... (ε, target and seed are shared) ----------------
+    _PER_ATTACK = ("norm", "steps", "step_size", "restarts", "decay", "random_start", "stop_on_success")
+
+    def _values(self) -> dict:
+        v: dict[str, Any] = {"norm": self.norm.currentData(), "steps": self.steps.value(),
+                             "step_size": self.step_size.value(), "restarts": self.restarts.value(),
+                             "decay": self.decay.value(), "random_start": self.random_start.isChecked(),
+                             "stop_on_success": self.stop_on_success.isChecked(),
+                             "eps_bounded": self.eps_bounded.isChecked()}
+        for name, (w, kind, _o) in self.extra.items():
+            v[name] = w.isChecked() if kind == "bool" else w.text() if kind == "str" else w.value()
+        return v
+
+    def _apply_values(self, cls: type, vals: dict) -> None:
+        """Saved values of this attack, else its dataclass defaults."""
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+
+        def val(name: str) -> Any:
+            if name in vals:
+                return vals[name]
+            f = fields.get(name)
+            return None if f is None or f.default is dataclasses.MISSING else f.default
+
+        try:
+            if "norm" in fields:
+                i = self.norm.findData(val("norm"))
+                if i >= 0:
+                    self.norm.setCurrentIndex(i)
+            if "steps" in fields and val("steps") is not None:
+                self.steps.setValue(int(val("steps")))
+            if "step_size" in fields:
+                self.step_size.setValue(float(val("step_size") or 0.0))
+            if "restarts" in fields and val("restarts") is not None:
+                self.restarts.setValue(int(val("restarts")))
+            if "decay" in fields and val("decay") is not None:
+                self.decay.setValue(float(val("decay")))
+            for name, box in (("random_start", self.random_start), ("stop_on_success", self.stop_on_success)):
+                if name in fields and val(name) is not None:
+                    box.setChecked(bool(val(name)))
+            if "eps_bounded" in vals and self.eps_bounded.isVisible():
+                self.eps_bounded.setChecked(bool(vals["eps_bounded"]))
+            for name, (w, kind, optional) in self.extra.items():
+                if name not in fields:
+                    continue
+                v = val(name)
+                if kind == "bool":
+                    w.setChecked(bool(v))
+                elif kind == "str":
+                    w.setText("" if v is None else str(v))
+                else:
+                    w.setValue(w.minimum() if v is None else v)
+        except (TypeError, ValueError):
+            pass   # a hand-edited settings file: keep what is there
 
     def _build_extra(self, cls: type, fields: dict) -> None:
         for name, (w, _k, _o) in list(self.extra.items()):
@@ -557,7 +628,7 @@ class AttackPanel(QWidget):
                 continue
             kind, optional = _field_kind(cls, f)
             default = f.default if f.default is not dataclasses.MISSING else None
-            label = name.replace("_", " ").capitalize()
+            label = PRETTY.get(name, name.replace("_", " ").capitalize())
             w: QWidget
             if kind == "bool":
                 w = QCheckBox()
@@ -665,49 +736,32 @@ class AttackPanel(QWidget):
 
     # -- settings -------------------------------------------------------------------------------------------
     def state(self) -> dict:
-        extra = {}
-        for name, (w, kind, _o) in self.extra.items():
-            extra[name] = w.isChecked() if kind == "bool" else w.text() if kind == "str" else w.value()
-        return {"attack": self.attack.currentData(), "eps": self.eps.value(),
-                "eps_bounded": self.eps_bounded.isChecked(), "norm": self.norm.currentData(),
-                "steps": self.steps.value(), "step_size": self.step_size.value(), "restarts": self.restarts.value(),
-                "decay": self.decay.value(), "random_start": self.random_start.isChecked(),
-                "stop_on_success": self.stop_on_success.isChecked(), "targeted": self.targeted.isChecked(),
-                "target": self.target.currentIndex(), "seed": self.seed.value(), "extra": extra}
+        per = dict(self._per_attack)
+        if self._current is not None:
+            per[self._current] = self._values()
+        return {"attack": self.attack.currentData(), "eps": self.eps.value(), "targeted": self.targeted.isChecked(),
+                "target": self.target.currentIndex(), "seed": self.seed.value(), "per_attack": per}
 
     def restore(self, st: dict) -> None:
         """Apply saved values (call after set_registry / set_class_names so every choice exists)."""
-        if not st:
+        if not isinstance(st, dict) or not st:
             return
         try:
-            if st.get("attack"):
-                i = self.attack.findData(st["attack"])
-                if i >= 0:
-                    self.attack.setCurrentIndex(i)
-            self.eps.setValue(float(st.get("eps", self.eps.value())))
-            self.eps_bounded.setChecked(bool(st.get("eps_bounded", True)))
-            i = self.norm.findData(st.get("norm"))
+            per = st.get("per_attack") or {}
+            if isinstance(per, dict):
+                self._per_attack = {str(k): v for k, v in per.items() if isinstance(v, dict)}
+            self._current = None
+            i = self.attack.findData(st.get("attack"))
+            self.attack.blockSignals(True)
             if i >= 0:
-                self.norm.setCurrentIndex(i)
-            self.steps.setValue(int(st.get("steps", self.steps.value())))
-            self.step_size.setValue(float(st.get("step_size", 0.0)))
-            self.restarts.setValue(int(st.get("restarts", 1)))
-            self.decay.setValue(float(st.get("decay", 1.0)))
-            self.random_start.setChecked(bool(st.get("random_start", True)))
-            self.stop_on_success.setChecked(bool(st.get("stop_on_success", False)))
+                self.attack.setCurrentIndex(i)
+            self.attack.blockSignals(False)
+            self._attack_changed()
+            self.eps.setValue(float(st.get("eps", self.eps.value())))
             t = int(st.get("target", -1))
             if 0 <= t < self.target.count():
                 self.target.setCurrentIndex(t)
             self.targeted.setChecked(bool(st.get("targeted", False)) and self.targeted.isEnabled())
             self.seed.setValue(int(st.get("seed", 0)))
-            for name, v in (st.get("extra") or {}).items():
-                if name in self.extra:
-                    w, kind, _o = self.extra[name]
-                    if kind == "bool":
-                        w.setChecked(bool(v))
-                    elif kind == "str":
-                        w.setText(str(v))
-                    else:
-                        w.setValue(v)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, AttributeError):
             pass  # a hand-edited settings file: keep the defaults

@@ -80,6 +80,9 @@ class ImagePane(QWidget):
         self.caption.setTextFormat(Qt.TextFormat.RichText)
         self.sub = QLabel(" ")
         self.sub.setAlignment(Qt.AlignmentFlag.AlignHCenter)
+        for lab in (self.title, self.caption, self.sub):
+            lab.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+            lab.setMinimumWidth(40)
         lay.addWidget(self.title, 0, 0)
         lay.addWidget(self.glw, 1, 0)
         lay.addWidget(self.caption, 2, 0)
@@ -110,7 +113,8 @@ class TripleView(QWidget):
         lay.setSpacing(6)
         self.orig = ImagePane("Original")
         self.adv = ImagePane("Adversarial")
-        self.diff = ImagePane("Difference (adversarial − original)")
+        self.diff = ImagePane("Difference")
+        self.diff.title.setToolTip("adversarial − original, signed: blue darker, red brighter")
         for p in (self.orig, self.adv, self.diff):
             lay.addWidget(p, 1)
         grey = pg.ColorMap([0.0, 1.0], [(0, 0, 0), (255, 255, 255)])

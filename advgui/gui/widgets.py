@@ -116,13 +116,13 @@ class EpsEditor(QWidget):
         self.b255.setDecimals(2)
         self.b255.setRange(0.0, 255.0)
         self.b255.setSingleStep(1.0)
-        self.b255.setSuffix(" /255")
         self.b255.setToolTip("ε in 8-bit steps: 8/255 changes each pixel by at most 8 levels (L∞).")
         self.b255.setKeyboardTracking(False)
-        eq = QLabel("=")
+        lay.setSpacing(3)
         lay.addWidget(self.unit, 1)
-        lay.addWidget(eq)
+        lay.addWidget(QLabel("="))
         lay.addWidget(self.b255, 1)
+        lay.addWidget(QLabel("/255"))
         self._sync = False
         self.unit.valueChanged.connect(self._from_unit)
         self.b255.valueChanged.connect(self._from_255)
@@ -222,7 +222,7 @@ class ConfidenceBars(QWidget):
         return QSize(200, int(self.rows * (h + 6)))
 
     def minimumSizeHint(self) -> QSize:  # noqa: N802
-        return self.sizeHint()
+        return QSize(100, self.sizeHint().height())
 
     def paintEvent(self, _ev) -> None:  # noqa: N802
         p = QPainter(self)
@@ -276,6 +276,9 @@ class DiffLegend(QWidget):
 
     def sizeHint(self) -> QSize:  # noqa: N802
         return QSize(160, self.fontMetrics().height() * 2 + 6)
+
+    def minimumSizeHint(self) -> QSize:  # noqa: N802
+        return QSize(90, self.sizeHint().height())
 
     def paintEvent(self, _ev) -> None:  # noqa: N802
         p = QPainter(self)

@@ -32,7 +32,6 @@ def make_window(qtbot):
     def make(settings=None, wait: bool = True) -> MainWindow:
         w = MainWindow(settings)
         qtbot.addWidget(w)
-        w.resize(1280, 800)
         w.show()
         if wait:
             with qtbot.waitSignal(w.ready, timeout=READY_MS):
