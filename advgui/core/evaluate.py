@@ -1,0 +1,519 @@
+"""Robustness curves: accuracy against ε for each attack, the worst case over attacks, sanity warnings.
+
+``evaluate_robustness(classifier, images, labels, attacks, eps)`` attacks every image with every attack
+at every ε and returns a :class:`RobustnessReport` (table, CSV, JSON, PNG plot).
+
+How the curves are built:
+- An image counts as robust against an attack at ε when the attack's re-checked float result is still
+  classified correctly (``acc``); ``acc8`` uses the result rounded to 8 bits (AutoAttack issue #44).
+- Accuracy never rises with ε, by construction: an adversarial image found at a smaller ε lies inside
+  every larger ε-ball, so an image fooled at ε_k is counted as fooled at every ε > ε_k
+  (robust(ε_k) = robust_raw(ε_k) ∧ robust(ε_{k-1})). The raw per-ε numbers are kept in the report, and
+  a rise in them is exactly what fires the "more budget doing worse" warning.
+- The worst case counts an image as robust only if it survives every attack (a per-image AND), so it is
+  never above any single attack's curve.
+
+Sanity warnings, in the spirit of AutoAttack's checks (Croce & Hein 2020), each of which makes robustness
+numbers look better than they are: a model that outputs probabilities instead of logits; zero or
+vanishing input gradients; randomness in the forward pass; non-finite outputs; an attack given more
+budget (a larger ε, or iterations instead of one FGSM step) doing worse.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .attacks import AttackError, make_attack
+from .attacks.base import model_as_found
+from .eps import as_255_fraction, format_eps
+
+Cancel = Optional[Callable[[], bool] | threading.Event]
+
+# attacks that take several gradient steps and so must do at least as well as one FGSM step
+ITERATIVE = ("bim", "pgd", "mifgsm")
+
+
+def is_cancelled(cancel: Cancel) -> bool:
+    """``cancel`` may be None, a threading.Event, or a callable returning True to stop."""
+    if cancel is None:
+        return False
+    if isinstance(cancel, threading.Event):
+        return cancel.is_set()
+    return bool(cancel())
+
+
+def write_atomic(path: str | os.PathLike, data: str | bytes) -> Path:
+    """Write a file so that readers see the old content or the new one, never half of it."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    mode = "wb" if isinstance(data, bytes) else "w"
+    kwargs = {} if isinstance(data, bytes) else {"encoding": "utf-8", "newline": ""}
+    try:
+        with open(tmp, mode, **kwargs) as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+# -- sanity warnings ---------------------------------------------------------------------------------
+
+@dataclass
+class SanityWarning:
+    """One reason the numbers may lie. ``code``: probabilities, zero-gradients, vanishing-gradients,
+    randomness, non-finite, budget-eps, budget-steps."""
+
+    code: str
+    message: str
+    attack: Optional[str] = None
+
+    def __str__(self) -> str:
+        return self.message
+
+    def to_dict(self) -> dict:
+        return {"code": self.code, "message": self.message, "attack": self.attack}
+
+
+def _as_float01(images: torch.Tensor) -> torch.Tensor:
+    if images.dtype == torch.uint8:
+        return images.float() / 255
+    return images.float()
+
+
+def check_model(classifier: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, *,
+                max_images: int = 64, zero_tol: float = 0.0, vanish_tol: float = 1e-30,
+                random_tol: float = 1e-5) -> list[SanityWarning]:
+    """Model-level checks on up to ``max_images`` images (pixel space [0, 1] or uint8).
+
+    - probabilities: every output row is in [0, 1] and sums to 1. Cross-entropy on probabilities has
+      tiny, badly scaled gradients, so gradient attacks underperform.
+    - zero-gradients: the gradient of the logit margin (true logit minus the best other) is exactly zero
+      for some images: a non-differentiable step (rounding, thresholds) masks the gradient.
+    - vanishing-gradients: the margin gradient exists but the cross-entropy gradient underflows to
+      (almost) zero, because the softmax is saturated; FGSM/PGD on cross-entropy cannot move.
+    - randomness: two forward passes on the same images in eval mode disagree.
+    - non-finite: NaN or infinite outputs.
+    The model is left as found (mode and parameter flags restored).
+    """
+    warnings: list[SanityWarning] = []
+    x = _as_float01(images[:max_images])
+    y = torch.as_tensor(labels[:max_images], dtype=torch.long)
+    if x.shape[0] == 0:
+        return warnings
+    dev = next((p.device for p in classifier.parameters()), torch.device("cpu"))
+    x, y = x.to(dev), y.to(dev)
+    n = x.shape[0]
+    with model_as_found(classifier):
+        with torch.no_grad():
+            out1 = classifier(x).float()
+            out2 = classifier(x).float()
+        if not bool(torch.isfinite(out1).all()):
+            bad = int((~torch.isfinite(out1)).any(1).sum())
+            warnings.append(SanityWarning("non-finite", f"the model returns NaN or infinite outputs for {bad} of {n} "
+                                          "images; accuracies and attacks on them are meaningless"))
+        scale = 1.0 + float(out1[torch.isfinite(out1)].abs().max()) if bool(torch.isfinite(out1).any()) else 1.0
+        diff = float((out1 - out2).abs().nan_to_num(0.0).max())
+        if diff > random_tol * scale:
+            warnings.append(SanityWarning(
+                "randomness", f"the forward pass is random: two evaluations of the same images differ by up to "
+                f"{diff:.3g} in eval mode. Randomised defences hide gradients and make single-run accuracies "
+                "optimistic; evaluate with an expectation over the randomness (EOT) before trusting them"))
+        finite = out1[torch.isfinite(out1).all(1)]
+        if finite.shape[0] and bool((finite >= -1e-6).all()) and bool((finite <= 1 + 1e-6).all()) \
+                and bool(((finite.sum(1) - 1).abs() < 1e-3).all()):
+            warnings.append(SanityWarning(
+                "probabilities", "the model seems to output probabilities (every row is in [0, 1] and sums to 1), "
+                "not logits: attacks apply a softmax on top, which flattens their gradients and overstates "
+                "robustness. Remove the final softmax"))
+        if y.numel() and int(y.max()) < out1.shape[1]:
+            xg = x.detach().clone().requires_grad_(True)
+            logits = classifier(xg).float()
+            ce = F.cross_entropy(logits, y, reduction="none")
+            g_ce, = torch.autograd.grad(ce.sum(), xg, retain_graph=True)
+            true = logits.gather(1, y[:, None])[:, 0]
+            other = logits.masked_fill(F.one_hot(y, logits.shape[1]).bool(), -float("inf")).amax(1)
+            g_m, = torch.autograd.grad((true - other).sum(), xg)
+            gm = g_m.flatten(1).abs().amax(1).nan_to_num(0.0)
+            gc = g_ce.flatten(1).abs().amax(1).nan_to_num(0.0)
+            zero = gm <= zero_tol
+            vanish = (gc <= vanish_tol) & ~zero
+            if bool(zero.any()):
+                k = int(zero.sum())
+                warnings.append(SanityWarning(
+                    "zero-gradients", f"the input gradient is exactly zero for {k} of {n} images "
+                    f"({100 * k / n:.0f}%): something in the model is not differentiable (rounding, "
+                    "thresholds, argmax), so gradient attacks are blind there. Their accuracy is an upper bound; "
+                    "try a transfer or score-based attack"))
+            if bool(vanish.any()):
+                k = int(vanish.sum())
+                warnings.append(SanityWarning(
+                    "vanishing-gradients", f"the cross-entropy gradient vanishes for {k} of {n} images "
+                    f"({100 * k / n:.0f}%): the softmax is saturated (huge logits), so cross-entropy attacks "
+                    "(FGSM, PGD) cannot take a step. Their accuracy is an upper bound; a margin loss or "
+                    "rescaled logits would do better"))
+    return warnings
+
+
+def check_budget(eps: Sequence[float], raw_acc: dict[str, Sequence[float]], *, tol: float = 0.01
+                 ) -> list[SanityWarning]:
+    """Warn where more budget did worse: an attack's raw accuracy rising with ε, or an iterative attack
+    (BIM/PGD/MI-FGSM) leaving higher accuracy than a single FGSM step at the same ε. ``tol`` is the
+    rise (as a fraction of images) that is tolerated as noise of random starts."""
+    warnings: list[SanityWarning] = []
+    for name, acc in raw_acc.items():
+        for k in range(1, len(eps)):
+            rise = acc[k] - acc[k - 1]
+            if rise > tol:
+                warnings.append(SanityWarning(
+                    "budget-eps", f"{name}: accuracy rose from {100 * acc[k - 1]:.1f}% at ε={format_eps(eps[k - 1])} "
+                    f"to {100 * acc[k]:.1f}% at ε={format_eps(eps[k])}; a larger budget can only help a working "
+                    "attack, so this points at gradient masking or too large a step. The reported curve counts "
+                    "images fooled at the smaller ε as fooled at the larger one", attack=name))
+    if "fgsm" in raw_acc:
+        for name in raw_acc:
+            if name not in ITERATIVE:
+                continue
+            for k, e in enumerate(eps):
+                if e > 0 and raw_acc[name][k] - raw_acc["fgsm"][k] > tol:
+                    warnings.append(SanityWarning(
+                        "budget-steps", f"{name} leaves {100 * raw_acc[name][k]:.1f}% accuracy at ε={format_eps(e)}, "
+                        f"more than one FGSM step ({100 * raw_acc['fgsm'][k]:.1f}%); an iterative attack should be "
+                        "at least as strong. Check the step size and steps, and suspect gradient masking",
+                        attack=name))
+    return warnings
+
+
+# -- curves ------------------------------------------------------------------------------------------
+
+@dataclass
+class EvalProgress:
+    """Reported after every attacked batch. ``done``/``total`` count image-attacks (images × attacks × ε)."""
+
+    attack: str
+    eps: float
+    done: int
+    total: int
+    elapsed: float
+
+
+@dataclass
+class AttackCurve:
+    attack: str
+    params: dict
+    acc: list[float]          # per ε, monotone (see module docstring); float re-check
+    acc8: list[float]         # per ε, monotone; after 8-bit rounding
+    raw_acc: list[float]      # per ε, as measured
+    raw_acc8: list[float]
+    seconds: list[float]      # attack time per ε
+    robust: np.ndarray = field(repr=False, default_factory=lambda: np.zeros((0, 0), bool))   # (E, N) monotone
+    robust8: np.ndarray = field(repr=False, default_factory=lambda: np.zeros((0, 0), bool))
+
+
+@dataclass
+class RobustnessReport:
+    eps: list[float]
+    n: int
+    norm: str
+    clean_acc: float
+    curves: dict[str, AttackCurve]
+    worst: list[float]
+    worst8: list[float]
+    warnings: list[SanityWarning]
+    model: str = ""
+    images: str = ""
+    label_source: str = "labels"      # "labels" or "predictions" (unlabelled images)
+    skipped: list[str] = field(default_factory=list)
+    elapsed: float = 0.0
+    cancelled: bool = False
+    settings: dict = field(default_factory=dict)
+
+    def accuracy(self, attack: str, eps: float, *, eight_bit: bool = False) -> float:
+        k = _eps_index(self.eps, eps)
+        if attack == "worst":
+            return (self.worst8 if eight_bit else self.worst)[k]
+        c = self.curves[attack]
+        return (c.acc8 if eight_bit else c.acc)[k]
+
+    def rows(self) -> list[dict[str, Any]]:
+        """Long format: one row per (attack or "worst", ε)."""
+        out = []
+        for name, c in self.curves.items():
+            for k, e in enumerate(self.eps):
+                out.append({"attack": name, "eps": e, "eps_255": (as_255_fraction(e) or "") if e else "0", "accuracy": c.acc[k],
+                            "accuracy_8bit": c.acc8[k], "raw_accuracy": c.raw_acc[k],
+                            "raw_accuracy_8bit": c.raw_acc8[k], "n": self.n, "seconds": round(c.seconds[k], 4)})
+        for k, e in enumerate(self.eps):
+            out.append({"attack": "worst", "eps": e, "eps_255": (as_255_fraction(e) or "") if e else "0", "accuracy": self.worst[k],
+                        "accuracy_8bit": self.worst8[k], "raw_accuracy": "", "raw_accuracy_8bit": "",
+                        "n": self.n, "seconds": ""})
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": "advgui-robustness-1", "model": self.model, "images": self.images, "n": self.n,
+            "label_source": self.label_source, "norm": self.norm, "eps": self.eps,
+            "eps_text": [format_eps(e) for e in self.eps], "clean_accuracy": self.clean_acc,
+            "attacks": {name: {"params": _jsonable(c.params), "accuracy": c.acc, "accuracy_8bit": c.acc8,
+                               "raw_accuracy": c.raw_acc, "raw_accuracy_8bit": c.raw_acc8, "seconds": c.seconds}
+                        for name, c in self.curves.items()},
+            "worst": {"accuracy": self.worst, "accuracy_8bit": self.worst8},
+            "warnings": [w.to_dict() for w in self.warnings], "skipped": self.skipped,
+            "elapsed": self.elapsed, "cancelled": self.cancelled, "settings": _jsonable(self.settings),
+            "monotone": "an image fooled at a smaller eps counts as fooled at every larger eps; raw_accuracy "
+                        "is as measured",
+        }
+
+    def to_csv(self) -> str:
+        buf = io.StringIO()
+        rows = self.rows()
+        w = csv.DictWriter(buf, fieldnames=list(rows[0].keys()) if rows else ["attack"], lineterminator="\n")
+        w.writeheader()
+        w.writerows(rows)
+        return buf.getvalue()
+
+    def table(self) -> str:
+        """A plain-text table: rows are ε, columns the attacks and the worst case (float and 8-bit)."""
+        names = list(self.curves)
+        head = ["eps"] + names + ["worst", "worst 8-bit"]
+        body = []
+        for k, e in enumerate(self.eps):
+            body.append([format_eps(e)] + [f"{100 * self.curves[n].acc[k]:.1f}%" for n in names]
+                        + [f"{100 * self.worst[k]:.1f}%", f"{100 * self.worst8[k]:.1f}%"])
+        widths = [max(len(r[i]) for r in [head] + body) for i in range(len(head))]
+        fmt = lambda r: "  ".join(s.ljust(widths[0]) if i == 0 else s.rjust(widths[i])  # noqa: E731
+                                  for i, s in enumerate(r))
+        lines = [fmt(head), "  ".join("-" * w for w in widths)] + [fmt(r) for r in body]
+        return "\n".join(lines)
+
+    def save(self, out_dir: str | os.PathLike, stem: str = "robustness", plot: bool = True) -> dict[str, Path]:
+        """Write ``stem``.csv, .json and (with ``plot``) .png into ``out_dir`` atomically."""
+        d = Path(out_dir)
+        d.mkdir(parents=True, exist_ok=True)
+        paths = {"csv": write_atomic(d / f"{stem}.csv", self.to_csv()),
+                 "json": write_atomic(d / f"{stem}.json",
+                                     json.dumps(_jsonable(self.to_dict()), indent=2, allow_nan=False) + "\n")}
+        if plot:
+            paths["png"] = plot_curves(self, d / f"{stem}.png")
+        return paths
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, dict):
+        return {str(k): _jsonable(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_jsonable(x) for x in v]
+    if isinstance(v, (np.generic,)):
+        return v.item()
+    if isinstance(v, float) and not math.isfinite(v):
+        return None   # not measured (cancelled); strict JSON has no NaN
+    if v is None or isinstance(v, (str, int, float, bool)):
+        return v
+    return str(v)
+
+
+def _eps_index(eps_list: Sequence[float], eps: float) -> int:
+    for k, e in enumerate(eps_list):
+        if abs(e - eps) <= 1e-9 + 1e-6 * abs(eps):
+            return k
+    raise KeyError(f"eps {eps} was not evaluated (have {', '.join(format_eps(e) for e in eps_list)})")
+
+
+def evaluate_robustness(classifier: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor,
+                        attacks: Sequence[str] = ("fgsm", "pgd"), eps: Sequence[float] = (0, 2 / 255, 4 / 255, 8 / 255),
+                        *, norm: str = "linf", steps: int = 20, restarts: int = 1, step_size: Optional[float] = None,
+                        batch_size: int = 128, seed: int = 0, sanity: bool = True, budget_tol: float = 0.01,
+                        on_progress: Optional[Callable[[EvalProgress], Optional[bool]]] = None,
+                        cancel: Cancel = None) -> RobustnessReport:
+    """Accuracy against ε for each attack and the worst case over all of them.
+
+    ``images``: (N, C, H, W) uint8 or float in [0, 1]; ``labels``: (N,). Every attack runs on every image
+    at every ε > 0 (ε = 0 is the clean accuracy), in batches of ``batch_size``. ``steps``, ``restarts``
+    and ``step_size`` go to the attacks that take them. ``on_progress`` is called after each batch and
+    may return True to cancel, as may ``cancel`` (a callable or threading.Event); a cancelled report holds
+    what was finished (unfinished entries are NaN) and ``cancelled=True``.
+    """
+    t0 = time.perf_counter()
+    names = [a.strip().lower() for a in attacks if a.strip()]
+    if not names:
+        raise AttackError("no attacks given")
+    if len(set(names)) != len(names):
+        raise AttackError(f"an attack is listed twice: {', '.join(names)}")
+    eps_list = sorted({float(e) for e in eps})
+    if not eps_list:
+        raise AttackError("no eps values given")
+    if any(e < 0 or not math.isfinite(e) for e in eps_list):
+        raise AttackError("eps values must be finite and non-negative")
+    x_all = images          # converted to float per batch: a uint8 set stays small in memory
+    y_all = torch.as_tensor(labels, dtype=torch.long).reshape(-1)
+    n = int(x_all.shape[0])
+    if n == 0:
+        raise AttackError("no images to evaluate")
+    if y_all.shape[0] != n:
+        raise AttackError(f"{y_all.shape[0]} labels for {n} images")
+    configs = {name: make_attack(name, eps=max(eps_list) or 1 / 255, steps=steps, restarts=restarts,
+                                 step_size=step_size, norm=norm) for name in names}
+    for name, atk in configs.items():   # fail early on a bad name, norm or step count
+        atk.validate(classifier, _as_float01(x_all[:1]))
+    # clean predictions (ε = 0)
+    dev = next((p.device for p in classifier.parameters()), torch.device("cpu"))
+    clean_pred = np.empty(n, np.int64)
+    with model_as_found(classifier), torch.no_grad():
+        for b in range(0, n, batch_size):
+            clean_pred[b:b + batch_size] = classifier(_as_float01(x_all[b:b + batch_size]).to(dev)).argmax(1).cpu().numpy()
+    y_np = y_all.numpy()
+    clean_ok = clean_pred == y_np
+    warnings = check_model(classifier, x_all, y_all) if sanity else []
+    E = len(eps_list)
+    total = n * len(names) * sum(1 for e in eps_list if e > 0)
+    done = 0
+    cancelled = False
+    raw: dict[str, np.ndarray] = {}
+    raw8: dict[str, np.ndarray] = {}
+    measured: dict[str, np.ndarray] = {}
+    secs: dict[str, list[float]] = {}
+    for name in names:
+        r = np.zeros((E, n), bool)
+        r8 = np.zeros((E, n), bool)
+        have = np.zeros(E, bool)
+        secs[name] = [0.0] * E
+        for k, e in enumerate(eps_list):
+            if cancelled:
+                break
+            if e == 0:
+                r[k], r8[k], have[k] = clean_ok, clean_ok, True
+                continue
+            atk = make_attack(name, eps=e, steps=steps, restarts=restarts, step_size=step_size, norm=norm)
+            t1 = time.perf_counter()
+            for b in range(0, n, batch_size):
+                if is_cancelled(cancel):
+                    cancelled = True
+                    break
+                res = atk.run(classifier, _as_float01(x_all[b:b + batch_size]), y_all[b:b + batch_size], seed=seed)
+                yb = y_np[b:b + batch_size]
+                r[k, b:b + batch_size] = res.adv_pred == yb
+                r8[k, b:b + batch_size] = res.adv8_pred == yb
+                done += len(yb)
+                if on_progress is not None and on_progress(EvalProgress(name, e, done, total, time.perf_counter() - t0)):
+                    cancelled = True
+                    break
+            else:
+                have[k] = True
+            secs[name][k] = time.perf_counter() - t1
+        raw[name], raw8[name], measured[name] = r, r8, have
+    curves: dict[str, AttackCurve] = {}
+    worst = np.ones((E, n), bool)
+    worst8 = np.ones((E, n), bool)
+    for name in names:
+        mono = np.logical_and.accumulate(raw[name], axis=0)
+        mono8 = np.logical_and.accumulate(raw8[name], axis=0)
+        worst &= mono
+        worst8 &= mono8
+        have = measured[name]
+        acc = lambda m: [float(m[k].mean()) if have[k] else float("nan") for k in range(E)]  # noqa: E731
+        curves[name] = AttackCurve(attack=name, params=configs[name].params(), acc=acc(mono), acc8=acc(mono8),
+                                   raw_acc=acc(raw[name]), raw_acc8=acc(raw8[name]), seconds=secs[name],
+                                   robust=mono, robust8=mono8)
+    all_have = np.logical_and.reduce([measured[nm] for nm in names])
+    worst_acc = [float(worst[k].mean()) if all_have[k] else float("nan") for k in range(E)]
+    worst_acc8 = [float(worst8[k].mean()) if all_have[k] else float("nan") for k in range(E)]
+    if sanity and not cancelled:
+        warnings += check_budget(eps_list, {nm: c.raw_acc for nm, c in curves.items()}, tol=budget_tol)
+    return RobustnessReport(
+        eps=eps_list, n=n, norm=norm, clean_acc=float(clean_ok.mean()), curves=curves, worst=worst_acc,
+        worst8=worst_acc8, warnings=warnings, model=str(getattr(classifier, "spec", "")), elapsed=time.perf_counter() - t0,
+        cancelled=cancelled,
+        settings={"steps": steps, "restarts": restarts, "step_size": step_size, "batch_size": batch_size, "seed": seed,
+                  "budget_tol": budget_tol},
+    )
+
+
+# -- the plot (Pillow only: no plotting library is a dependency) ----------------------------------------
+
+_COLORS = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75),
+           (227, 119, 194), (23, 190, 207)]
+
+
+def _font(size: int):
+    from PIL import ImageFont
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:  # Pillow < 10.1
+        return ImageFont.load_default()
+
+
+def _eps_tick(e: float) -> str:
+    if e == 0:
+        return "0"
+    frac = as_255_fraction(e)
+    return frac if frac else f"{e:.3g}"
+
+
+def plot_curves(report: RobustnessReport, path: str | os.PathLike, size: tuple[int, int] = (800, 520)) -> Path:
+    """Draw accuracy (%) against ε: one line per attack and a thick dashed black worst case."""
+    from PIL import Image, ImageDraw
+    W, H = size
+    img = Image.new("RGB", (W, H), "white")
+    d = ImageDraw.Draw(img)
+    f_small, f_mid = _font(13), _font(16)
+    left, right, top, bottom = 70, W - 190, 50, H - 65
+    # ASCII labels: Pillow's built-in font has no Greek letters
+    title = f"Accuracy vs eps ({report.norm}): {report.model or 'model'}, {report.n} images"
+    d.text((left, 15), title, fill="black", font=f_mid)
+    emax = max(report.eps) if report.eps and max(report.eps) > 0 else 1.0
+    X = lambda e: left + (right - left) * (e / emax)  # noqa: E731
+    Y = lambda a: bottom - (bottom - top) * a  # noqa: E731
+    for pct in range(0, 101, 20):
+        yy = Y(pct / 100)
+        d.line([(left, yy), (right, yy)], fill=(225, 225, 225))
+        d.text((left - 8, yy), f"{pct}%", fill="black", font=f_small, anchor="rm")
+    last_x = -1e9
+    for e in report.eps:
+        xx = X(e)
+        d.line([(xx, bottom), (xx, bottom + 5)], fill="black")
+        if xx - last_x >= 42:
+            d.text((xx, bottom + 8), _eps_tick(e), fill="black", font=f_small, anchor="ma")
+            last_x = xx
+    d.rectangle([left, top, right, bottom], outline="black")
+    d.text(((left + right) / 2, H - 25), "eps (pixel units, images in [0, 1])", fill="black", font=f_small, anchor="mm")
+    series = [(name, c.acc, _COLORS[i % len(_COLORS)], 2, False) for i, (name, c) in enumerate(report.curves.items())]
+    series.append(("worst case", report.worst, (0, 0, 0), 4, True))
+    for name, acc, color, width, dashed in series:
+        pts = [(X(e), Y(a)) for e, a in zip(report.eps, acc) if math.isfinite(a)]
+        for (x0, y0), (x1, y1) in zip(pts, pts[1:]):
+            if dashed:
+                segs = max(1, int(math.hypot(x1 - x0, y1 - y0) / 10))
+                for s in range(0, segs, 2):
+                    a0, a1 = s / segs, min(1.0, (s + 1) / segs)
+                    d.line([(x0 + (x1 - x0) * a0, y0 + (y1 - y0) * a0), (x0 + (x1 - x0) * a1, y0 + (y1 - y0) * a1)],
+                           fill=color, width=width)
+            else:
+                d.line([(x0, y0), (x1, y1)], fill=color, width=width)
+        for px, py in pts:
+            d.ellipse([px - 4, py - 4, px + 4, py + 4], fill=color)
+    ly = top + 5
+    for name, _acc, color, width, _dashed in series:
+        d.line([(right + 15, ly + 8), (right + 45, ly + 8)], fill=color, width=width)
+        d.text((right + 52, ly + 8), name, fill="black", font=f_small, anchor="lm")
+        ly += 24
+    if report.warnings:
+        d.text((right + 15, ly + 10), f"{len(report.warnings)} warning(s):\nsee the JSON", fill=(200, 0, 0), font=f_small)
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return write_atomic(path, buf.getvalue())
