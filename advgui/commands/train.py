@@ -1,0 +1,195 @@
+"""``advgui train``: adversarial training (PGD, fast FGSM with random start) or plain training."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .eval import SigintCancel, _eps, _positive_int, add_model_options, load_model_from_args
+
+DESCRIPTION = """\
+Train a model against adversarial examples and save the hardened weights.
+
+methods:
+  pgd      PGD adversarial training (Madry et al. 2018): every batch is attacked with PGD (random start,
+           --steps steps of 2.5·ε/steps) and the model learns from the attacked images.
+  fgsm-rs  fast adversarial training (Wong et al. 2020): random start plus one FGSM step of 1.25·ε;
+           about --steps times cheaper than pgd, but prone to catastrophic overfitting (watched below).
+  clean    plain training, the baseline.
+
+ε ramps up linearly over the first --ramp-epochs (default: a third of the epochs), because PGD training
+at full ε from the start can stall on a small set. The model starts from the weights of --model
+(fine-tuning) unless --from-scratch is given.
+
+Every epoch reports clean, FGSM and PGD accuracy on the validation images (--val, or a stratified 10%
+held out from --data). Catastrophic overfitting (PGD accuracy collapsing while FGSM accuracy holds or
+climbs) is detected; by default training then stops and the weights of the best-PGD epoch are saved.
+"""
+
+EXAMPLES = """\
+examples:
+  advgui train --model demo --data demo-digits --val demo-digits-test --method pgd --eps 0.1 --epochs 10 --out robust.safetensors
+  advgui train --model demo --data demo-digits --method fgsm-rs --eps 0.1 --epochs 10 --out fast.safetensors
+  advgui train --model torchvision:resnet18 --weights r18.pth --data train/ --val val/ --eps 2/255 --epochs 5 --out r18_robust.safetensors
+
+data: an ImageFolder tree (one subfolder per class, named after the model's classes; unreadable files
+are skipped with reasons), or 'demo-digits' for the built-in digits' train split ('demo-digits-test'
+is its held-out test split, handy for --val).
+
+output: --out FILE.safetensors (reopen it with --model FILE.safetensors) and the training log next to
+it, FILE.log.csv (one row per epoch) and FILE.log.json (settings, epochs, warnings, skipped files),
+rewritten after every epoch. Ctrl-C stops after the current batch and saves what was trained.
+"""
+
+
+def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    from ..core.training import TrainConfig
+    d = TrainConfig()
+    p = sub.add_parser("train", help="adversarial training (PGD, fast FGSM) or plain training",
+                       description=DESCRIPTION, epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_model_options(p)
+    g = p.add_argument_group("data")
+    g.add_argument("--data", required=True, metavar="PATH",
+                   help="ImageFolder tree with one subfolder per class, or demo-digits (built-in digits, train split)")
+    g.add_argument("--val", metavar="PATH",
+                   help="validation images (ImageFolder tree, or demo-digits-test); default: hold out --val-fraction")
+    g.add_argument("--val-fraction", type=float, default=0.1, metavar="F",
+                   help="share of --data held out for validation when --val is not given (default: 0.1)")
+    g.add_argument("--val-max", type=_positive_int, default=d.val_max, metavar="N",
+                   help=f"validate on at most N images (default: {d.val_max})")
+    t = p.add_argument_group("training")
+    t.add_argument("--method", choices=["pgd", "fgsm-rs", "clean"], default="pgd", help="(default: pgd)")
+    t.add_argument("--eps", type=_eps, default=None, metavar="E",
+                   help="training budget in pixel units, e.g. 0.1 or 8/255 (default 8/255; not used by clean)")
+    t.add_argument("--norm", choices=["linf", "l2"], default="linf", help="threat model (default: linf)")
+    t.add_argument("--epochs", type=_positive_int, default=d.epochs, metavar="N", help=f"(default: {d.epochs})")
+    t.add_argument("--batch-size", type=_positive_int, default=d.batch_size, metavar="B",
+                   help=f"(default: {d.batch_size})")
+    t.add_argument("--lr", type=float, default=d.lr, help=f"peak learning rate (default: {d.lr:g})")
+    t.add_argument("--optimizer", choices=["adam", "sgd"], default=d.optimizer, help=f"(default: {d.optimizer})")
+    t.add_argument("--schedule", choices=["cosine", "constant"], default=d.schedule,
+                   help=f"learning-rate schedule (default: {d.schedule})")
+    t.add_argument("--weight-decay", type=float, default=d.weight_decay, metavar="WD", help="(default: 0)")
+    t.add_argument("--steps", type=_positive_int, default=d.pgd_steps, metavar="N",
+                   help=f"PGD steps per training batch (default: {d.pgd_steps})")
+    t.add_argument("--step-size", type=_eps, metavar="A", help="PGD step size (default: 2.5·ε/steps)")
+    t.add_argument("--ramp-epochs", type=int, metavar="K", help="epochs over which ε ramps up (default: epochs // 3)")
+    t.add_argument("--augment", choices=["shift", "none"], default=d.augment,
+                   help="random shifts of up to 2 pixels, or none (default: shift)")
+    t.add_argument("--from-scratch", action="store_true", help="re-initialise the weights instead of fine-tuning")
+    t.add_argument("--seed", type=int, default=0, help="(default: 0)")
+    v = p.add_argument_group("validation")
+    v.add_argument("--val-eps", type=_eps, metavar="E", help="ε of the validation attacks (default: --eps)")
+    v.add_argument("--val-steps", type=_positive_int, default=d.val_steps, metavar="N",
+                   help=f"validation PGD steps (default: {d.val_steps})")
+    v.add_argument("--on-overfit", choices=["stop", "continue"], default=d.on_overfit,
+                   help="on catastrophic overfitting: stop and keep the best-PGD epoch, or continue (default: stop)")
+    o = p.add_argument_group("output")
+    o.add_argument("--out", required=True, type=Path, metavar="FILE.safetensors", help="where to save the weights")
+    o.add_argument("--quiet", action="store_true", help="no progress bar (epoch lines are still printed)")
+    p.set_defaults(func=run)
+    return p
+
+
+def _pct(v: float) -> str:
+    return "  n/a" if v != v else f"{100 * v:5.1f}%"
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..core.attacks import AttackError
+    from ..core.data import DataError
+    from ..core.training import (TrainConfig, architecture_of, load_training_set, log_paths, save_training,
+                                 train_model, write_epoch_csv)
+    out: Path = args.out
+    if out.suffix.lower() != ".safetensors":
+        raise DataError(f"--out {out}: give a .safetensors file name (the format advgui reopens by path)")
+    if out.is_dir():
+        raise DataError(f"--out {out}: is a folder; give a file name ending in .safetensors")
+    if not 0 < args.val_fraction < 1:
+        raise AttackError(f"--val-fraction must be between 0 and 1, got {args.val_fraction}")
+    eps = args.eps
+    if eps is None:
+        eps = 0.0 if args.method == "clean" else 8 / 255
+    cfg = TrainConfig(method=args.method, eps=eps, epochs=args.epochs, norm=args.norm, batch_size=args.batch_size,
+                      lr=args.lr, optimizer=args.optimizer, weight_decay=args.weight_decay, schedule=args.schedule,
+                      pgd_steps=args.steps, pgd_step_size=args.step_size, ramp_epochs=args.ramp_epochs,
+                      augment=args.augment, from_scratch=args.from_scratch,
+                      val_eps=args.val_eps if args.val_eps is not None else (eps if eps > 0 else 8 / 255),
+                      val_steps=args.val_steps, val_max=args.val_max, on_overfit=args.on_overfit, seed=args.seed)
+    cfg.validate()                      # parameter errors before loading anything
+    clf = load_model_from_args(args)
+    architecture_of(clf)                # fail now, not after training, if the weights could not be reopened
+    data = load_training_set(args.data, clf)
+    val = load_training_set(args.val, clf) if args.val else None
+    for s in (data, val):
+        if s is not None:
+            for k in s.skipped:
+                print(f"skipped {k}", file=sys.stderr)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        print(f"advgui train: error: cannot create {out.parent}: {e.strerror or e}", file=sys.stderr)
+        return 1
+    val_eps = cfg.val_eps
+    print(f"{args.method} training of {args.model} on {data.source} ({len(data)} images), ε {cfg.eps:.4g}, "
+          f"{cfg.epochs} epochs (ε ramp over {cfg.effective_ramp_epochs}); validation at ε {val_eps:.4g}, "
+          f"PGD-{cfg.val_steps}", file=sys.stderr)
+    bar = None
+    if not args.quiet:
+        from tqdm import tqdm
+        bar = tqdm(total=None, unit="batch", file=sys.stderr, dynamic_ncols=True, desc="train")
+    csv_path, json_path = log_paths(out)
+    records = []
+
+    def on_batch(info) -> None:
+        if bar is not None:
+            if bar.total is None:
+                bar.reset(total=info.epochs * info.batches)
+            bar.set_description_str(f"epoch {info.epoch}/{info.epochs}")
+            bar.set_postfix_str(f"ε {info.eps:.3g} loss {info.loss:.3f}")
+            bar.update(1)
+
+    def on_epoch(rec) -> None:
+        line = (f"epoch {rec.epoch:3d}/{cfg.epochs}  ε {rec.train_eps:.4g}  loss {rec.train_loss:.4f}  "
+                f"train acc {_pct(rec.train_acc)}  |  val clean {_pct(rec.val_clean_acc)}  FGSM {_pct(rec.val_fgsm_acc)}  "
+                f"PGD-{cfg.val_steps} {_pct(rec.val_pgd_acc)}  ({rec.seconds + rec.val_seconds:.0f} s)")
+        if rec.overfit:
+            line += "  CATASTROPHIC OVERFITTING"
+        if bar is not None:
+            bar.write(line, file=sys.stderr)
+        else:
+            print(line, file=sys.stderr)
+        records.append(rec)
+        try:
+            write_epoch_csv(records, csv_path)   # progress survives a crash; the JSON comes at the end
+        except OSError:
+            pass                                  # reported when the weights are saved
+
+    with SigintCancel() as stop:
+        try:
+            result = train_model(clf, data, cfg, val=val, val_fraction=args.val_fraction, on_batch=on_batch,
+                                 on_epoch=on_epoch, cancel=stop.event)
+        finally:
+            if bar is not None:
+                bar.close()
+    for note in result.notes:
+        print(f"note: {note}", file=sys.stderr)
+    if result.overfit:
+        print(f"warning: {result.overfit}", file=sys.stderr)
+    if not result.history:
+        print("advgui train: interrupted before the first epoch finished; nothing saved", file=sys.stderr)
+        return 130
+    try:
+        paths = save_training(result, out)
+    except OSError as e:
+        print(f"advgui train: error: cannot write {out}: {e.strerror or e}", file=sys.stderr)
+        return 1
+    final = result.final
+    assert final is not None
+    print(f"saved {paths['weights']} (epoch {final.epoch}: val clean {_pct(final.val_clean_acc).strip()}, "
+          f"PGD {_pct(final.val_pgd_acc).strip()}); log {csv_path}, {json_path}")
+    if result.cancelled:
+        print("advgui train: interrupted; saved the weights as they were after the last finished batch",
+              file=sys.stderr)
+        return 130
+    return 0
