@@ -12,8 +12,13 @@ from PySide6.QtWidgets import (QAbstractItemView, QHBoxLayout, QHeaderView, QLab
 if TYPE_CHECKING:
     from .workers import BatchRows
 
-COLUMNS = ["Image", "True label", "Clean prediction", "Adversarial prediction", "Success", "Success (8-bit)",
-           "L∞ (/255)", "L2", "First flip"]
+COLUMNS = ["Image", "True label", "Clean pred.", "Adv. pred.", "Fooled", "Fooled 8-bit", "L∞ /255", "L2",
+           "Flip step"]
+TIPS = ["Image file (relative to the opened folder)", "True label (folder name), or the clean prediction",
+        "Prediction on the original image and its confidence", "Prediction on the adversarial image",
+        "The attack succeeded on the float result", "Still successful after rounding to 8-bit pixels",
+        "Largest change of any pixel, in /255 steps", "Euclidean size of the perturbation (pixel units)",
+        "First step at which the prediction flipped"]
 
 
 class ResultsModel(QAbstractTableModel):
@@ -40,8 +45,11 @@ class ResultsModel(QAbstractTableModel):
         return len(COLUMNS)
 
     def headerData(self, section: int, orientation: Qt.Orientation, role: int = Qt.ItemDataRole.DisplayRole):  # noqa: N802
-        if role == Qt.ItemDataRole.DisplayRole and orientation == Qt.Orientation.Horizontal:
-            return COLUMNS[section]
+        if orientation == Qt.Orientation.Horizontal:
+            if role == Qt.ItemDataRole.DisplayRole:
+                return COLUMNS[section]
+            if role == Qt.ItemDataRole.ToolTipRole:
+                return TIPS[section]
         return None
 
     def name(self, i: int) -> str:
@@ -171,9 +179,9 @@ class BatchTab(QWidget):
         hh = self.table.horizontalHeader()
         hh.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
         hh.setStretchLastSection(True)
-        hh.resizeSection(0, 220)
+        hh.resizeSection(0, 200)
         for c in range(1, len(COLUMNS)):
-            hh.resizeSection(c, 110)
+            hh.resizeSection(c, max(60, self.fontMetrics().horizontalAdvance(COLUMNS[c]) + 24))
         self.table.sortByColumn(-1, Qt.SortOrder.AscendingOrder)
         lay.addWidget(self.table, 1)
         bottom = QHBoxLayout()
@@ -211,8 +219,13 @@ class BatchTab(QWidget):
         self.set_running(True)
 
     def add_rows(self, b: BatchRows) -> None:
+        first = not self.results
         self.results.append(b)
         self.model.add(b)
+        if first:   # fit the columns once, on the first batch (cheap, and no jumping afterwards)
+            self.table.resizeColumnsToContents()
+            hh = self.table.horizontalHeader()
+            hh.resizeSection(0, min(hh.sectionSize(0), 260))
 
     def set_progress(self, done: float, total: int) -> None:
         """``done`` counts images, with the running batch's share as a fraction."""

@@ -83,7 +83,8 @@ class DemoWindow(QWidget):
             self.heads[c].setAlignment(Qt.AlignmentFlag.AlignHCenter)
             self.heads[c].setStyleSheet("color: #9aa0a6;")
             self.preds[c].setAlignment(Qt.AlignmentFlag.AlignHCenter)
-            self.preds[c].setFont(pf)
+            if c < 2:
+                self.preds[c].setFont(pf)
             grid.addWidget(self.heads[c], 0, c)
             grid.addWidget(self.pictures[c], 1, c)
             grid.addWidget(self.preds[c], 2, c)
@@ -100,6 +101,9 @@ class DemoWindow(QWidget):
         self.hint.setAlignment(Qt.AlignmentFlag.AlignHCenter)
         self.hint.setStyleSheet("color: #9aa0a6;")
         lay.addWidget(self.hint)
+        # labels with a style sheet do not inherit the window's font: give them theirs
+        for lab in (self.subtitle, self.hint, self.diff_note, *self.heads):
+            lab.setFont(base)
         self.state: Optional[DisplayState] = None
 
     def show_state(self, st: DisplayState) -> None:

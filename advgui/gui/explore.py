@@ -191,6 +191,8 @@ class ExploreTab(QWidget):
         self.mode = "live"
         self._frame = 0
         self.plots.clear()
+        rounds = int(p.get("restarts", p.get("binary_steps", 1)) or 1)
+        self.plots.set_expected(int(p.get("steps", 1) or 1) * rounds + rounds - 1)
         tname = self.name(request.target) if request.target is not None else ""
         self.plots.set_targeted(request.target is not None, tname)
         w.clean_ready.connect(lambda rec, w=w: self._on_clean(w, rec))
@@ -364,11 +366,13 @@ class ExploreTab(QWidget):
     def _top(self, labels: np.ndarray, probs: np.ndarray, true_label: int, target: Optional[int]
              ) -> list[tuple[str, float, str]]:
         out = []
-        for lab, p in zip(labels, probs):
+        for rank, (lab, p) in enumerate(zip(labels, probs)):
             lab = int(lab)
             if lab < 0:
                 continue
             role = "true" if lab == true_label else "target" if (target is not None and lab == target) else ""
+            if rank == 0 and not role:
+                role = "wrong"          # the model's answer is not the true class
             out.append((self.name(lab), float(p), role))
         return out
 

@@ -3,6 +3,7 @@ a function-in-a-thread :class:`Job`, thread bookkeeping, readable error messages
 and result records the panels exchange with the workers in :mod:`advgui.gui.workers`."""
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import traceback
@@ -10,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from PySide6.QtCore import QThread, Signal
+from PySide6.QtCore import QCoreApplication, QObject, QThread, QTimer, Signal
 
 log = logging.getLogger("advgui.gui")
 
@@ -20,10 +21,52 @@ _LIVE: set[QThread] = set()
 
 
 def track(thread: QThread) -> QThread:
-    """Keep a reference to a running thread until it finishes (a collected QThread aborts the app)."""
+    """Keep a reference to a running thread until it has really ended (a QThread collected while its OS
+    thread still runs aborts the app; ``finished`` comes slightly before the end, hence the wait)."""
     _LIVE.add(thread)
-    thread.finished.connect(lambda t=thread: _LIVE.discard(t))
+
+    def done(t: QThread = thread) -> None:
+        t.wait(2000)
+        _LIVE.discard(t)
+
+    thread.finished.connect(done)
     return thread
+
+
+class _GuiThreadGC(QObject):
+    """Python's cyclic garbage collector, run only on the GUI thread.
+
+    With automatic collection, a cycle holding Qt objects can be collected on whatever thread happens to
+    allocate at that moment (here: an attack worker), and Qt objects then die on the wrong thread, which
+    can crash. Automatic collection is switched off and a GUI-thread timer collects instead (the approach
+    of pyqtgraph's GarbageCollector)."""
+
+    def __init__(self, interval_ms: int = 1000) -> None:
+        super().__init__(QCoreApplication.instance())
+        self.threshold = gc.get_threshold()
+        gc.disable()
+        self.timer = QTimer(self)
+        self.timer.timeout.connect(self.check)
+        self.timer.start(interval_ms)
+
+    def check(self) -> None:
+        l0, l1, l2 = gc.get_count()
+        if l0 > self.threshold[0]:
+            gc.collect(0)
+            if l1 > self.threshold[1]:
+                gc.collect(1)
+                if l2 > self.threshold[2]:
+                    gc.collect(2)
+
+
+_GC: Optional[_GuiThreadGC] = None
+
+
+def collect_garbage_on_gui_thread() -> None:
+    """Install the GUI-thread collector once (needs a QApplication; call from the GUI thread)."""
+    global _GC
+    if _GC is None and QCoreApplication.instance() is not None:
+        _GC = _GuiThreadGC()
 
 
 def live_threads() -> list[QThread]:

@@ -10,11 +10,11 @@ from typing import TYPE_CHECKING, Any, Optional, Sequence
 
 from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QCloseEvent, QDragEnterEvent, QDropEvent, QIcon, QKeySequence
-from PySide6.QtWidgets import (QDockWidget, QFileDialog, QLabel, QMainWindow, QMessageBox, QProgressBar,
+from PySide6.QtWidgets import (QApplication, QDockWidget, QFileDialog, QLabel, QMainWindow, QMessageBox, QProgressBar,
                                QScrollArea, QTabWidget, QToolBar, QVBoxLayout, QWidget)
 
 from .batch import BatchTab
-from .jobs import Job, LoadedModel, ModelRequest, OpenedImages, shutdown, track
+from .jobs import Job, LoadedModel, ModelRequest, OpenedImages, collect_garbage_on_gui_thread, shutdown, track
 from .panels import AttackPanel, ImagesPanel, ModelPanel
 from .settings import Settings
 from .widgets import Banner
@@ -60,6 +60,7 @@ class MainWindow(QMainWindow):
 
     def __init__(self, settings: Optional[Settings] = None, autorun: str = "") -> None:
         super().__init__()
+        collect_garbage_on_gui_thread()
         self.t_created = time.perf_counter()
         self.settings = settings or Settings()
         self.autorun = autorun
@@ -229,11 +230,10 @@ class MainWindow(QMainWindow):
         from .explore import ExploreTab
         ex = ExploreTab()
         self.explore = ex
-        ap = self.attack_panel
         ex.run_started.connect(lambda: self._set_running(True))
         ex.run_finished.connect(self._run_finished)
         ex.run_failed.connect(self._run_failed)
-        ex.paused_changed.connect(lambda p: ap.set_running(ex.worker is not None and ex.worker.isRunning(), p))
+        ex.paused_changed.connect(self._paused_changed)
         ex.clean_changed.connect(self._clean_changed)
         i = self.tabs.indexOf(self._explore_placeholder)
         current = self.tabs.currentIndex()
@@ -250,6 +250,15 @@ class MainWindow(QMainWindow):
         ex.views.set_amplification(s.get_float("view/amplification", 1.0))
         if self.model is not None:
             ex.set_class_names(self.model.class_names)
+
+    def _paused_changed(self, paused: bool) -> None:
+        ex = self.explore
+        running = ex.worker is not None and ex.worker.isRunning()
+        self.attack_panel.set_running(running, paused)
+        if running and paused:
+            self.status("Paused: Step runs one more step, Resume goes on", busy=False)
+        elif running:
+            self.status("Attacking…", busy=True)
 
     def toggle_pause(self) -> None:
         if self.explore is not None:
@@ -295,6 +304,9 @@ class MainWindow(QMainWindow):
         self._pending_paths = [str(p) for p in paths]
         self._pending_index = int(s.get_float("images/index", 0))
         self.batch.batch_size.setValue(int(s.get_float("batch/size", 64)))
+        if s.get_bytes("window/state") is None:     # first start: the Model panel as tall as it needs
+            self.resizeDocks([self.model_dock, self.attack_dock],
+                             [self.model_panel.sizeHint().height(), self.height()], Qt.Orientation.Vertical)
         self.load_model(req)          # torch is imported in this job's thread
         QTimer.singleShot(20, self.build_explore)   # after the status text above has been painted
 
@@ -410,6 +422,7 @@ class MainWindow(QMainWindow):
         idx = self._pending_index if 0 <= self._pending_index < len(opened.image_set) else 0
         self._ready_emitted = False
         self.images_panel.select(idx)
+        QTimer.singleShot(0, lambda: self.images_panel.view.scrollTo(self.images_panel.view.currentIndex()))
 
     def _images_fail(self, job: Job, paths: list[str], msg: str) -> None:
         if job is not self._images_job:
@@ -460,6 +473,20 @@ class MainWindow(QMainWindow):
         elif mode == "demo":
             self.toggle_demo()
             self.demo_next()
+        elif mode.startswith("pause"):
+            # for screenshots of a run in progress: pause once N steps are on screen
+            n = int(mode.partition(":")[2] or 8)
+            self.run()
+            timer = QTimer(self)
+            timer.setInterval(5)
+
+            def check() -> None:
+                if self.explore.history.n >= n:
+                    timer.stop()
+                    self.explore.pause()
+            self._autorun_timer = (timer, check)   # keep both alive
+            timer.timeout.connect(check)
+            timer.start()
         else:
             self.run()
 
@@ -583,7 +610,8 @@ class MainWindow(QMainWindow):
         if w is not self.batch_worker:
             return
         self.batch.finish(summary, w.cancelled)
-        self.status("Batch finished" if not w.cancelled else "Batch stopped", busy=False)
+        self.status(("Batch stopped: " if w.cancelled else "Batch finished: ")
+                    + f"{summary.n} images, success {100 * summary.success_rate:.1f}%", busy=False)
         for path, reason in [(str(sk.path), sk.reason) for sk in self.images.image_set.skipped]:
             self.images_panel.add_skipped(path, reason)
         self.batch_finished.emit(summary)
@@ -711,6 +739,9 @@ class MainWindow(QMainWindow):
         d.next_requested.connect(self.demo_next)
         d.closed.connect(self._demo_closed)
         d.show_state(self.explore.frame_state(self.explore._frame))
+        screen = self.screen() or QApplication.primaryScreen()
+        if screen is not None:
+            d.setGeometry(screen.geometry())     # without a window manager, full screen needs the size too
         d.showFullScreen()
 
     def _demo_closed(self) -> None:

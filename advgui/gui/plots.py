@@ -35,7 +35,7 @@ class LivePlots(QWidget):
         lay.addWidget(self.glw)
         pen_axis = pg.mkPen(fg)
         self.fg = fg
-        self.loss_plot = self.glw.addPlot(0, 0, title="Attack loss")
+        self.loss_plot = self.glw.addPlot(0, 0, title="Loss")
         self.prob_plot = self.glw.addPlot(0, 1, title="Probability")
         self.before_plot = self.glw.addPlot(0, 2, title="Top-5 before")
         self.after_plot = self.glw.addPlot(0, 3, title="Top-5 after")
@@ -96,18 +96,27 @@ class LivePlots(QWidget):
 
     def set_targeted(self, targeted: bool, target_name: str = "") -> None:
         """The probability plot's title doubles as its legend."""
-        other = f"target {target_name}" if targeted else "top other class"
-        self.prob_plot.setTitle(f"Probability: <span style='color:{TRUE_COLOR}'>true class</span> · "
-                                f"<span style='color:{OTHER_COLOR}'>{other}</span>", color=self.fg.name(), size="10pt")
+        other = f"target {target_name[:10]}" if targeted else "top other"
+        self.prob_plot.setTitle(f"P(<span style='color:{TRUE_COLOR}'>true</span>) · "
+                                f"P(<span style='color:{OTHER_COLOR}'>{other}</span>)", color=self.fg.name(), size="10pt")
 
     def clear(self) -> None:
         for c in (self.loss_curve, self.true_curve, self.other_curve):
             c.setData([], [])
         for ln in self.flip_lines + self.cursor_lines:
             ln.hide()
+        for p in (self.loss_plot, self.prob_plot):
+            p.enableAutoRange(x=True)
         self.set_bars(self.before_bars, self.before_plot, [], [], -1, None)
         self.set_bars(self.after_bars, self.after_plot, [], [], -1, None)
         self.loss_plot.enableAutoRange()
+
+    def set_expected(self, frames: int) -> None:
+        """A run is starting: fix the step axis to its length so the curves grow across it."""
+        for p in (self.loss_plot, self.prob_plot):
+            p.enableAutoRange(x=False)
+            p.setXRange(0, max(1, frames), padding=0.02)
+        self.loss_plot.enableAutoRange(y=True)
 
     def update_curves(self, h: StepHistory) -> None:
         n = h.n
@@ -150,10 +159,10 @@ class LivePlots(QWidget):
         k = len(labels)
         ys = np.arange(k, dtype=float)
         brushes = []
-        for lab in labels:
+        for rank, lab in enumerate(labels):
             if lab == true_label:
                 brushes.append(pg.mkBrush(TRUE_COLOR))
-            elif target is not None and lab == target:
+            elif (target is not None and lab == target) or (rank == 0 and true_label >= 0):
                 brushes.append(pg.mkBrush(OTHER_COLOR))
             else:
                 brushes.append(pg.mkBrush(CLEAN_BAR))
