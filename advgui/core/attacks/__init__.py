@@ -3,12 +3,15 @@ from __future__ import annotations
 
 from .base import Attack, AttackControl, AttackError, AttackResult, StepInfo, round_within_eps
 from .gradient import BIM, FGSM, MIFGSM, PGD
+from .minimal import CarliniWagnerL2, DeepFool
 
 ATTACKS: dict[str, type[Attack]] = {
     "fgsm": FGSM,
     "bim": BIM,
     "pgd": PGD,
     "mifgsm": MIFGSM,
+    "deepfool": DeepFool,
+    "cw": CarliniWagnerL2,
 }
 ALIASES = {"i-fgsm": "bim", "ifgsm": "bim", "mi-fgsm": "mifgsm", "mim": "mifgsm", "pgd-linf": "pgd",
            "pgd-l2": "pgd", "cw-l2": "cw", "c&w": "cw", "cwl2": "cw"}
