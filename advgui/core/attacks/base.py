@@ -315,6 +315,11 @@ class Attack:
         """Return the adversarial images (N, C, H, W) in [0, 1] on the attack device."""
         raise NotImplementedError
 
+    def telemetry_loss(self, ctx: "AttackContext", logits: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        """The per-sample loss the final StepInfo reports; attacks whose steps report another quantity than
+        ``ctx.attack_loss`` override this so the loss curve stays one quantity to its end."""
+        return ctx.attack_loss(logits, idx)
+
     def validate(self, classifier: torch.nn.Module, images: torch.Tensor) -> None:
         """Raise AttackError for parameters that make no sense for these inputs."""
         eps = getattr(self, "eps", None)
@@ -478,36 +483,118 @@ def round_within_eps(clean: torch.Tensor, adv: torch.Tensor, eps: Optional[float
     return out.to(torch.uint8)
 
 
+ROUNDING_FACTORS = (1.0, 1.01, 1.02, 1.035, 1.05, 1.075, 1.1, 1.15, 1.2, 1.3, 1.4, 1.5, 1.75, 2.0, 2.5, 3.0)
+
+
+def _directed_round(clean: torch.Tensor, adv: torch.Tensor, grad: torch.Tensor, eps: Optional[float],
+                    norm: str) -> torch.Tensor:
+    """8-bit rounding (grey levels, float) that rounds each value up or down as the attack loss's gradient
+    says, instead of to nearest; kept within ε like :func:`round_within_eps` (falling back to it for an
+    L2 sample the directed rounding would push out of the ball)."""
+    c8 = (clean * 255).round()
+    a = adv * 255
+    up, down = (a - 1e-3).ceil(), (a + 1e-3).floor()   # the tolerance keeps on-grid values put
+    r = torch.where(grad > 0, up, torch.where(grad < 0, down, a.round())).clamp(0, 255)
+    if eps is None:
+        return r
+    if norm == "linf":
+        bound = float(np.floor(eps * 255 + 1e-4))
+        return (c8 + (r - c8).clamp(-bound, bound)).clamp(0, 255)
+    budget = (eps * 255) ** 2
+    over = (r - c8).flatten(1).pow(2).sum(1) > budget * (1 + 1e-6)
+    if bool(over.any()):
+        # L2: give back, in the cheapest order (least gradient per unit of squared norm saved), the values
+        # that were rounded away from the clean image, until the sample is inside the ball again
+        ro, co, ao, go = (t[over].flatten(1) for t in (r, c8, a, grad))
+        lo, hi = (ao + 1e-3).floor().clamp(0, 255), (ao - 1e-3).ceil().clamp(0, 255)
+        towards = torch.where((lo - co).abs() <= (hi - co).abs(), lo, hi)   # the grid value nearer clean
+        saving = (ro - co).pow(2) - (towards - co).pow(2)
+        score = torch.where(saving > 0, go.abs() / saving.clamp_min(1e-12), torch.full_like(saving, float("inf")))
+        order = score.argsort(1)
+        saved = saving.gather(1, order)
+        excess = ((ro - co).pow(2).sum(1) - budget)[:, None]
+        give_back = torch.zeros_like(saving, dtype=torch.bool).scatter(1, order, (saved.cumsum(1) - saved) < excess)
+        ro = torch.where(give_back & (saving > 0), towards, ro)
+        r[over] = ro.view(-1, *r.shape[1:])
+    return r
+
+
 @torch.no_grad()
 def push_until_rounded_success(ctx: AttackContext, adv: torch.Tensor, eps: Optional[float], norm: str,
-                               factors: tuple[float, ...] = (1.02, 1.05, 1.1, 1.2, 1.35, 1.5, 1.75, 2.0)
-                               ) -> torch.Tensor:
-    """For minimal-norm attacks: grow the perturbation of samples whose 8-bit rounding undoes the attack.
+                               factors: tuple[float, ...] = ROUNDING_FACTORS,
+                               found: Optional[torch.Tensor] = None, max_rounds: int = 3) -> torch.Tensor:
+    """For minimal-norm attacks: make the 8-bit image of every sample the attack fooled fool the model too.
 
     Minimal-norm attacks stop right at the decision boundary, where rounding to 8 bits often flips the
-    prediction back. Each sample that is adversarial as a float but not once rounded gets its
-    perturbation scaled by increasing factors until the rounded image is adversarial (and still within
-    ε, if one was given). Samples that were never adversarial are left alone.
+    prediction back. A sample is *wanted* when its float result is adversarial or ``found`` (the attack's
+    own record of success, (N,) bool) says so. For each wanted sample whose float or 8-bit image, as
+    :func:`finish` will re-check them, is not adversarial, the perturbation is scaled by the smallest of
+    ``factors`` (1.0 first: rounding alone may do) for which an 8-bit rounding of it is adversarial and
+    within ε, if one was given. Two roundings are tried per factor: to nearest, and up or down as the
+    gradient of the attack loss at the float result says (one extra forward and backward for these
+    samples; it often rescues a sample without growing it, which matters when ε caps the scaling). That
+    8-bit image is returned for the sample, so its float and 8-bit results are the same image. A sample
+    whose 8-bit image is adversarial while its float image is not gets the 8-bit image. Samples that were
+    never adversarial are left alone.
+
+    The checks are repeated on the whole batch, exactly as :func:`finish` will evaluate it (up to
+    ``max_rounds`` times), so the answer does not hinge on batch-size-dependent float noise.
     """
-    adv = adv.clone()
+    adv = adv.detach().clamp(0, 1).clone()
     clean = ctx.clean
-    all_idx = torch.arange(adv.shape[0], device=adv.device)
+    n = adv.shape[0]
+    all_idx = torch.arange(n, device=adv.device)
+
+    def as_finish(x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        x = x.clamp(0, 1)
+        return x if eps is None else (c + _project(x - c, eps, norm)).clamp(0, 1)
+
+    want = found.to(adv.device).clone() if found is not None else None
     delta = adv - clean
-    float_ok = ctx.success_of(ctx.forward(adv), all_idx)
-    r8 = round_within_eps(clean, adv, eps, norm).float() / 255
-    pending = float_ok & ~ctx.success_of(ctx.forward(r8), all_idx)
-    for f in factors:
+    grad: Optional[torch.Tensor] = None
+    next_factor = torch.zeros(n, dtype=torch.long, device=adv.device)   # per sample: first factor to try
+    for _ in range(max_rounds):
+        x = as_finish(adv, clean)
+        ok_float = ctx.success_of(ctx.forward(x), all_idx)
+        ok8 = ctx.success_of(ctx.forward(round_within_eps(clean, x, eps, norm).float() / 255), all_idx)
+        if want is None:
+            want = ok_float.clone()
+        else:
+            want |= ok_float
+        # an 8-bit image that fools the model while its float original does not is taken as it is (factor 1)
+        pending = (want | ok8) & ~(ok_float & ok8) & (next_factor < len(factors))
         if not bool(pending.any()):
             break
         idx = pending.nonzero()[:, 0]
-        cand = (clean[idx] + delta[idx] * f).clamp(0, 1)
-        if eps is not None:
-            cand = (clean[idx] + _project(cand - clean[idx], eps, norm)).clamp(0, 1)
-        r8 = round_within_eps(clean[idx], cand, eps, norm).float() / 255
-        ok = ctx.success_of(ctx.forward(r8), idx)
-        adv[idx[ok]] = cand[ok]
-        pending[idx[ok]] = False
+        if grad is None:
+            grad = torch.zeros_like(adv)
+            with torch.enable_grad():
+                _, grad[idx], _ = ctx.loss_and_grad(as_finish(clean[idx] + delta[idx], clean[idx]), idx)
+        fixed = torch.zeros(idx.numel(), dtype=torch.bool, device=adv.device)
+        for j, f in enumerate(factors):
+            todo = ~fixed & (next_factor[idx] <= j)
+            if not bool(todo.any()):
+                continue
+            ii = idx[todo]
+            cand = as_finish(clean[ii] + delta[ii] * f, clean[ii])
+            nearest = round_within_eps(clean[ii], cand, eps, norm).float() / 255
+            directed = _directed_round(clean[ii], cand, grad[ii], eps, norm) / 255
+            ok_both = ctx.success_of(ctx.forward(torch.cat([nearest, directed])), torch.cat([ii, ii]))
+            ok_n, ok_d = ok_both[:ii.numel()], ok_both[ii.numel():]
+            ok = ok_n | ok_d
+            r8 = torch.where(_bview(ok_n, nearest), nearest, directed)
+            adv[ii[ok]] = r8[ok]
+            next_factor[ii] = j + 1
+            pos = todo.nonzero()[:, 0]
+            fixed[pos[ok]] = True
+            if bool(fixed.all()):
+                break
+        next_factor[idx[~fixed]] = len(factors)   # no factor works: give up on these
     return adv
+
+
+def _bview(mask: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    return mask.view(-1, *([1] * (like.ndim - 1)))
 
 
 def _project(delta: torch.Tensor, eps: float, norm: str) -> torch.Tensor:
@@ -539,7 +626,7 @@ def finish(attack: Attack, ctx: AttackContext, adv: torch.Tensor, t0: float) -> 
     d8 = adv8.float() - (clean * 255).round()
     linf8, l2_8 = perturbation_norms(d8 / 255)
     l0 = (d8.flatten(1) != 0).sum(1)
-    loss = ctx.attack_loss(logits, torch.arange(adv.shape[0], device=adv.device))
+    loss = attack.telemetry_loss(ctx, logits, torch.arange(adv.shape[0], device=adv.device))
     if ctx.observer is not None:
         # the final frame of the movie: the re-check forward already paid for it
         ctx.tele.update(torch.arange(adv.shape[0], device=adv.device), logits, loss, adv, clean,
