@@ -291,3 +291,13 @@ def test_bad_parameters_are_clear_errors(demo_model, digits):
     with pytest.raises(AttackError, match="confidence"):
         make_attack("cw", confidence=-1.0).run(demo_model, x[:2], y[:2])
     assert make_attack("C&W").name == make_attack("cw-l2").name == "cw"
+
+
+def test_one_parameter_set_configures_both():
+    """The GUI/CLI pass one parameter set: unused ones are ignored; C&W's fixed norm is not a parameter."""
+    shared = dict(eps=None, norm="l2", steps=7, overshoot=0.05, c=2.0, binary_steps=2, lr=0.02, decay=1.0)
+    cw = make_attack("cw", **shared)
+    assert (cw.steps, cw.c, cw.binary_steps, cw.lr, cw.norm) == (7, 2.0, 2, 0.02, "l2")
+    assert "norm" not in cw.params()
+    df = make_attack("deepfool", **dict(shared, norm="linf"))
+    assert (df.steps, df.overshoot, df.norm, df.eps) == (7, 0.05, "linf", None)

@@ -1,6 +1,8 @@
 """Attack registry. ``make_attack(name, **params)`` builds a configured attack by its CLI name."""
 from __future__ import annotations
 
+import dataclasses
+
 from .base import Attack, AttackControl, AttackError, AttackResult, StepInfo, round_within_eps
 from .gradient import BIM, FGSM, MIFGSM, PGD
 from .minimal import CarliniWagnerL2, DeepFool
@@ -34,6 +36,6 @@ def make_attack(name: str, **params) -> Attack:
     cls = attack_class(name)
     if name.strip().lower() == "pgd-l2" and params.get("norm") is None:
         params["norm"] = "l2"
-    fields = {f for f in cls.__dataclass_fields__}
+    fields = {f.name for f in dataclasses.fields(cls)}   # not __dataclass_fields__: it lists ClassVars too
     kwargs = {k: v for k, v in params.items() if k in fields and v is not None}
     return cls(**kwargs)
