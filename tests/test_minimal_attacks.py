@@ -230,6 +230,18 @@ def test_deepfool_true_label_last_class_and_few_classes(classes):
     assert np.array_equal(step1.pred, dist.argmin(1).numpy())
 
 
+def test_deepfool_stops_samples_without_gradient():
+    """A sample whose logits do not depend on the input cannot move: it leaves after one step instead of
+    costing K backward passes for every remaining step."""
+    clf = _affine_classifier(3)
+    with torch.no_grad():
+        clf.net.lin.weight.zero_()
+    x = torch.full((4, 1, 8, 8), 0.5)
+    y = torch.full((4,), 2)
+    r = make_attack("deepfool", steps=50).run(clf, x, y)
+    assert r.steps_run == 1 and not r.success.any() and torch.equal(r.adv, r.clean)
+
+
 def test_deepfool_candidates_are_the_clean_runner_up(demo_model, digits):
     """With one candidate the attack heads for the clean runner-up class (never the true class), for
     digits of every label, the last class 9 included."""

@@ -158,7 +158,8 @@ class DeepFool(_MarginTelemetry, Attack):
                 best = dist.argmin(1)
                 w = grads[torch.arange(best.numel(), device=best.device), best]
                 d = dist.gather(1, best[:, None])[:, 0]
-                d = torch.where(torch.isfinite(d), d + 1e-4, torch.zeros_like(d))  # 1e-4: the paper's code
+                movable = torch.isfinite(d)   # False: zero gradient towards every candidate, nowhere to go
+                d = torch.where(movable, d + 1e-4, torch.zeros_like(d))  # 1e-4: the paper's code
                 if self.norm == "l2":
                     wn = w.flatten(1).norm(dim=1).clamp_min(_TINY)
                     r = w * _view(d / wn, w)
@@ -173,6 +174,12 @@ class DeepFool(_MarginTelemetry, Attack):
             ctx.steps_run += 1
             ctx.tele.updates += 1
             final_step = t + 1
+            if not bool(movable.all()):
+                idx, x = idx[movable], x[movable]
+                if prev_margin is not None:
+                    prev_margin = prev_margin[movable]
+                if idx.numel() == 0:
+                    break
         ctx.final_step = final_step
         return push_until_rounded_success(ctx, adv, self.eps, self.norm, found=found)
 
