@@ -2,6 +2,7 @@
 attack movie. It owns the single-image run (worker, history, redraw timer)."""
 from __future__ import annotations
 
+import time
 from typing import Any, Optional
 
 import numpy as np
@@ -15,6 +16,7 @@ from .views import DisplayState, TripleView
 from .workers import AttackRequest, AttackWorker, track
 
 REDRAW_MS = 33          # at most ~30 redraws a second, whatever the attack's pace
+MAX_REDRAW_MS = 150     # and at least ~7, however slow a redraw gets
 PLAY_MS = 80
 
 
@@ -290,7 +292,14 @@ class ExploreTab(QWidget):
     def _tick(self) -> None:
         self._tick_once()
         if self._dirty:
+            t0 = time.perf_counter()
             self._redraw()
+            # paint now, so the cost is measured, and keep redraws to at most a third of the GUI thread's
+            # time: ~30 a second when they are cheap, fewer when a busy worker makes them slow
+            self.views.repaint()
+            self.plots.repaint()
+            cost = time.perf_counter() - t0
+            self.timer.setInterval(int(min(MAX_REDRAW_MS, max(REDRAW_MS, 3000 * cost))))
 
     def _redraw(self) -> None:
         self._dirty = False

@@ -69,6 +69,15 @@ def collect_garbage_on_gui_thread() -> None:
         _GC = _GuiThreadGC()
 
 
+def favour_gui_thread(interval_s: float = 0.001) -> None:
+    """Shorten the GIL switch interval (default 5 ms). Every Qt call releases and re-takes the GIL; while
+    a worker runs Python code (an attack's per-step telemetry), each re-take could wait a full interval,
+    so one redraw made of dozens of Qt calls would stall for tens of milliseconds."""
+    import sys
+    if sys.getswitchinterval() > interval_s:
+        sys.setswitchinterval(interval_s)
+
+
 def live_threads() -> list[QThread]:
     return [t for t in _LIVE if t.isRunning()]
 

@@ -14,7 +14,8 @@ from PySide6.QtWidgets import (QApplication, QDockWidget, QFileDialog, QLabel, Q
                                QScrollArea, QTabWidget, QToolBar, QVBoxLayout, QWidget)
 
 from .batch import BatchTab
-from .jobs import Job, LoadedModel, ModelRequest, OpenedImages, collect_garbage_on_gui_thread, shutdown, track
+from .jobs import (Job, LoadedModel, ModelRequest, OpenedImages, collect_garbage_on_gui_thread, favour_gui_thread,
+                   shutdown, track)
 from .panels import AttackPanel, ImagesPanel, ModelPanel
 from .settings import Settings
 from .widgets import Banner
@@ -61,6 +62,7 @@ class MainWindow(QMainWindow):
     def __init__(self, settings: Optional[Settings] = None, autorun: str = "") -> None:
         super().__init__()
         collect_garbage_on_gui_thread()
+        favour_gui_thread()
         self.t_created = time.perf_counter()
         self.settings = settings or Settings()
         self.autorun = autorun

@@ -54,9 +54,9 @@ class LivePlots(QWidget):
         self.prob_plot.setYRange(0, 1, padding=0.02)
         self.prob_plot.getViewBox().setLimits(yMin=-0.05, yMax=1.05)
         self.set_targeted(False)
-        self.loss_curve = self.loss_plot.plot(pen=pg.mkPen(LOSS_COLOR, width=2), name="loss")
-        self.true_curve = self.prob_plot.plot(pen=pg.mkPen(TRUE_COLOR, width=2), name="true class")
-        self.other_curve = self.prob_plot.plot(pen=pg.mkPen(OTHER_COLOR, width=2), name="top other class")
+        self.loss_curve = self.loss_plot.plot(pen=pg.mkPen(LOSS_COLOR, width=2), name="loss", antialias=True)
+        self.true_curve = self.prob_plot.plot(pen=pg.mkPen(TRUE_COLOR, width=2), name="true class", antialias=True)
+        self.other_curve = self.prob_plot.plot(pen=pg.mkPen(OTHER_COLOR, width=2), name="top other class", antialias=True)
         self.flip_lines = []
         self.cursor_lines = []
         for p in (self.loss_plot, self.prob_plot):

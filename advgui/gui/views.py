@@ -18,7 +18,7 @@ from superqt import QLabeledDoubleSlider
 from .display import DIFF_CMAP, diff_limit, fmt_prob, signed_diff, to_display
 from .widgets import ConfidenceBars, DiffLegend, heading_font
 
-pg.setConfigOptions(imageAxisOrder="row-major", antialias=True)
+pg.setConfigOptions(imageAxisOrder="row-major", antialias=False)
 
 
 @dataclass

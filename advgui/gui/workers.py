@@ -277,6 +277,7 @@ class AttackWorker(QThread):
         with self._lock:
             self._buffer.append(rec)
             self.total_records += 1
+        time.sleep(0)   # hand the GIL over if the GUI thread is waiting for it (small models step in ~1 ms)
         if not np.isfinite(loss) or not np.all(np.isfinite(info.topk_probs[0])):
             self._error = ("The model produced NaN or infinite values during the attack (step "
                            f"{info.step}); the run was stopped.")
@@ -398,6 +399,7 @@ class BatchWorker(QThread):
         if getattr(info, "final", False):
             self._final_topk = (info.topk_labels.copy(), info.topk_probs.copy())
         self._steps.append((info.loss.astype(float), info.true_prob.astype(float), other, info.success.copy()))
+        time.sleep(0)   # let a waiting GUI thread have the GIL
         now = time.perf_counter()
         self.steps_seen += 1
         if now - self._last_progress > 0.05 and info.total_steps:

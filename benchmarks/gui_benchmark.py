@@ -1,0 +1,204 @@
+"""GUI benchmark: time from launch to first paint, and the GUI thread's longest stalls during attacks.
+
+    python benchmarks/gui_benchmark.py                 # everything, offscreen
+    python benchmarks/gui_benchmark.py --only paint    # launch -> first paint only
+    python benchmarks/gui_benchmark.py --only stall --seconds 8
+
+Launch -> first paint: a fresh interpreter runs ``advgui.gui.app.main`` with ``ADVGUI_FIRST_PAINT=1``; the
+app prints the seconds from the launcher's timestamp (taken just before the process is spawned, so
+interpreter start-up counts) to its window's first paint event, and whether torch had been imported by
+then. Target: at most 1 s.
+
+GUI stall: in one process, the real main window runs an attack in its worker thread while a 10 ms QTimer
+on the GUI thread records how late each of its ticks fires. Lateness p99 target: at most 50 ms.
+Scenarios: a long single-image PGD on the demo digit (thousands of tiny steps: tests the 30 Hz redraw
+throttle and the movie's frame store), the whole demo set in the batch tab, and, when torchvision is
+installed, PGD on a ResNet-18 (random weights saved locally) at 224×224, where each step is heavy.
+Each runs with torch using all cores but one (the app's default) and with all cores.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+os.environ.setdefault("ADVGUI_OFFLINE", "1")
+
+
+def first_paint(runs: int) -> dict:
+    times, torch_before = [], []
+    with tempfile.TemporaryDirectory() as cfg:
+        for _ in range(runs):
+            env = dict(os.environ, ADVGUI_FIRST_PAINT="1", ADVGUI_CONFIG_DIR=cfg, ADVGUI_LAUNCH_T0=repr(time.time()))
+            out = subprocess.run([sys.executable, "-c", "import sys; from advgui.gui.app import main; sys.exit(main([]))"],
+                                 env=env, capture_output=True, text=True, timeout=120)
+            vals = dict(line.split(" ", 1) for line in out.stdout.splitlines() if " " in line)
+            if "first-paint" not in vals:
+                raise SystemExit(f"no first paint reported:\n{out.stdout}\n{out.stderr}")
+            times.append(float(vals["first-paint"]))
+            torch_before.append(vals.get("torch-imported-before-paint") == "True")
+    return {"runs": runs, "median": statistics.median(times), "min": min(times), "max": max(times),
+            "torch_before_paint": any(torch_before)}
+
+
+class LatenessProbe:
+    """A 10 ms QTimer on the GUI thread that records how late each tick is."""
+
+    def __init__(self, interval_ms: int = 10) -> None:
+        from PySide6.QtCore import Qt, QTimer
+        self.interval = interval_ms / 1000
+        self.timer = QTimer()
+        self.timer.setTimerType(Qt.TimerType.PreciseTimer)
+        self.timer.setInterval(interval_ms)
+        self.timer.timeout.connect(self._tick)
+        self.late: list[float] = []
+        self._last = 0.0
+
+    def start(self) -> None:
+        self.late = []
+        self._last = time.perf_counter()
+        self.timer.start()
+
+    def stop(self) -> None:
+        self.timer.stop()
+
+    def _tick(self) -> None:
+        now = time.perf_counter()
+        self.late.append(max(0.0, now - self._last - self.interval))
+        self._last = now
+
+    def stats(self) -> dict:
+        xs = sorted(self.late)
+        if not xs:
+            return {"n": 0, "p50": float("nan"), "p99": float("nan"), "max": float("nan")}
+        q = lambda p: xs[min(len(xs) - 1, int(round(p * (len(xs) - 1))))]  # noqa: E731
+        return {"n": len(xs), "p50": q(0.5) * 1000, "p99": q(0.99) * 1000, "max": xs[-1] * 1000}
+
+
+def _wait(app, cond, timeout: float) -> bool:
+    t0 = time.perf_counter()
+    while not cond():
+        app.processEvents()
+        if time.perf_counter() - t0 > timeout:
+            return False
+        time.sleep(0.002)
+    return True
+
+
+def stall(seconds: float, heavy: bool) -> list[dict]:
+    import torch
+    from PySide6.QtWidgets import QApplication
+
+    from advgui.gui.jobs import ModelRequest
+    from advgui.gui.main_window import MainWindow
+    from advgui.gui.settings import Settings
+
+    app = QApplication.instance() or QApplication([])
+    cfg = tempfile.mkdtemp(prefix="advgui-bench-")
+    w = MainWindow(Settings(Path(cfg) / "advgui.ini"))
+    w.resize(1280, 800)
+    w.show()
+    ready = []
+    w.ready.connect(lambda: ready.append(1))
+    w.start()
+    if not _wait(app, lambda: ready, 120):
+        raise SystemExit("the window did not get ready")
+    probe = LatenessProbe()
+    results = []
+    cores = os.cpu_count() or 1
+    thread_settings = sorted({max(1, cores - 1), cores})
+
+    def measure(name: str, start, running, stop) -> None:
+        for threads in thread_settings:
+            torch.set_num_threads(threads)
+            redraws0 = w.explore.redraws
+            probe.start()
+            t0 = time.perf_counter()
+            start()
+            _wait(app, lambda: (time.perf_counter() - t0 > 0.3 and not running()) or time.perf_counter() - t0 > seconds,
+                  seconds + 60)
+            dur = time.perf_counter() - t0
+            probe.stop()
+            stop()
+            _wait(app, lambda: not running(), 60)
+            st = probe.stats()
+            st.update(scenario=name, threads=threads, seconds=dur,
+                      redraws_per_s=(w.explore.redraws - redraws0) / dur)
+            results.append(st)
+            print(f"  {name:38s} torch threads {threads}: p50 {st['p50']:5.1f} ms  p99 {st['p99']:5.1f} ms  "
+                  f"max {st['max']:6.1f} ms  ({st['n']} ticks, {dur:.1f} s, {st['redraws_per_s']:.0f} redraws/s)",
+                  flush=True)
+
+    ap = w.attack_panel
+    ap.attack.setCurrentIndex(ap.attack.findData("pgd"))
+    ap.eps.setValue(32 / 255)
+    ex = w.explore
+
+    def explore_running() -> bool:
+        return ex.worker is not None and ex.worker.isRunning()
+
+    ap.steps.setValue(100000)
+    measure("explore: PGD on a demo digit (live)", lambda: w.run_index(3), explore_running, ex.stop)
+    ap.steps.setValue(60)
+
+    def batch_running() -> bool:
+        return w.batch_worker is not None and w.batch_worker.isRunning()
+
+    measure("batch: PGD-60 on the 50 demo digits", lambda: w.run_batch(16), batch_running, w.stop_batch)
+
+    if heavy:
+        try:
+            import torchvision
+        except ImportError:
+            torchvision = None
+        if torchvision is not None:
+            weights = Path(cfg) / "resnet18_random.pth"
+            torch.manual_seed(0)
+            torch.save(torchvision.models.resnet18(weights=None).state_dict(), weights)
+            loaded = []
+            w.model_loaded.connect(lambda m: loaded.append(m))
+            w.load_model(ModelRequest(spec="torchvision:resnet18", weights=str(weights)))
+            if _wait(app, lambda: loaded and w.explore.clean is not None and not w.preview.isRunning(), 300):
+                ap.eps.setValue(4 / 255)
+                ap.steps.setValue(100000)
+                measure("explore: PGD on ResNet-18, 224×224", lambda: w.run_index(0), explore_running, ex.stop)
+    w.close()
+    w.deleteLater()
+    app.processEvents()
+    import gc
+    gc.collect()          # while Qt is still alive, not at interpreter exit
+    return results
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--only", choices=["paint", "stall"])
+    ap.add_argument("--runs", type=int, default=5, help="launches for the first-paint timing")
+    ap.add_argument("--seconds", type=float, default=6.0, help="length of each stall scenario")
+    ap.add_argument("--no-heavy", action="store_true", help="skip the ResNet-18 scenario")
+    args = ap.parse_args()
+    import platform
+    print(f"# advgui GUI benchmark · {platform.processor() or platform.machine()} · {os.cpu_count()} cores · "
+          f"Qt platform {os.environ.get('QT_QPA_PLATFORM')}")
+    if args.only in (None, "paint"):
+        r = first_paint(args.runs)
+        print(f"launch -> first paint over {r['runs']} launches: median {r['median']:.2f} s "
+              f"(min {r['min']:.2f}, max {r['max']:.2f}); torch imported before the paint: {r['torch_before_paint']}"
+              f"  [target <= 1 s: {'ok' if r['median'] <= 1.0 else 'MISSED'}]", flush=True)
+    if args.only in (None, "stall"):
+        print("GUI-thread lateness of a 10 ms timer while an attack runs (target p99 <= 50 ms):", flush=True)
+        res = stall(args.seconds, heavy=not args.no_heavy)
+        worst = max((r["p99"] for r in res if r["threads"] < (os.cpu_count() or 1) or (os.cpu_count() or 1) == 1),
+                    default=float("nan"))
+        print(f"worst p99 with the app's default threads: {worst:.1f} ms  [{'ok' if worst <= 50 else 'MISSED'}]")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
