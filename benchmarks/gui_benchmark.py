@@ -184,8 +184,10 @@ def main() -> int:
     ap.add_argument("--no-heavy", action="store_true", help="skip the ResNet-18 scenario")
     args = ap.parse_args()
     import platform
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"# advgui GUI benchmark · {platform.processor() or platform.machine()} · {os.cpu_count()} cores · "
-          f"Qt platform {os.environ.get('QT_QPA_PLATFORM')}")
+          f"Qt platform {os.environ.get('QT_QPA_PLATFORM')} · load average {load:.2f} at start "
+          "(other processes on the cores inflate every number below)")
     if args.only in (None, "paint"):
         r = first_paint(args.runs)
         print(f"launch -> first paint over {r['runs']} launches: median {r['median']:.2f} s "
@@ -197,6 +199,8 @@ def main() -> int:
         worst = max((r["p99"] for r in res if r["threads"] < (os.cpu_count() or 1) or (os.cpu_count() or 1) == 1),
                     default=float("nan"))
         print(f"worst p99 with the app's default threads: {worst:.1f} ms  [{'ok' if worst <= 50 else 'MISSED'}]")
+        if hasattr(os, "getloadavg"):
+            print(f"load average at the end: {os.getloadavg()[0]:.2f}")
     return 0
 
 

@@ -15,7 +15,7 @@ from PySide6.QtWidgets import (QApplication, QDockWidget, QFileDialog, QLabel, Q
 
 from .batch import BatchTab
 from .jobs import (Job, LoadedModel, ModelRequest, OpenedImages, collect_garbage_on_gui_thread, favour_gui_thread,
-                   shutdown, track)
+                   freeze_long_lived_objects, shutdown, track)
 from .panels import AttackPanel, ImagesPanel, ModelPanel
 from .settings import Settings
 from .widgets import Banner
@@ -358,6 +358,7 @@ class MainWindow(QMainWindow):
             self.settings.set(k, v)
         self.status(f"Model ready: {m.summary['classes']} classes, {m.summary['device']} "
                     f"({m.seconds:.1f} s)", busy=False)
+        freeze_long_lived_objects()    # torch, pyqtgraph and the model are here to stay
         self.model_loaded.emit(m)
         paths = self._pending_paths or (self.images.paths if self.images else None)
         self._pending_paths = None
