@@ -534,6 +534,7 @@ class MainWindow(QMainWindow):
             self.images_panel.select(rec.index)
             self.images_panel.view.selectionModel().blockSignals(False)
             self.images_panel.view.viewport().update()
+        self.images_panel.view.scrollTo(self.images_panel.model.index(rec.index))
 
     # -- single-image run --------------------------------------------------------------------------------
     def run(self) -> None:

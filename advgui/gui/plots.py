@@ -59,9 +59,9 @@ class LivePlots(QWidget):
         self.other_curve = self.prob_plot.plot(pen=pg.mkPen(OTHER_COLOR, width=2), name="top other class", antialias=True)
         self.flip_lines = []
         self.cursor_lines = []
-        for p in (self.loss_plot, self.prob_plot):
+        for p, where in ((self.loss_plot, 0.92), (self.prob_plot, 0.12)):   # where the curves are not
             fl = pg.InfiniteLine(angle=90, movable=False, pen=pg.mkPen("#ef6c00", width=2, style=Qt.PenStyle.DashLine),
-                                 label="flip", labelOpts={"position": 0.92, "color": "#ef6c00"})
+                                 label="flip", labelOpts={"position": where, "color": "#ef6c00"})
             fl.hide()
             p.addItem(fl, ignoreBounds=True)
             self.flip_lines.append(fl)
