@@ -58,6 +58,7 @@ class MainWindow(QMainWindow):
     batch_finished = Signal(object)      # SetSummary
     export_finished = Signal(str)        # manifest path
     error_shown = Signal(str)
+    batch_row_shown = Signal(int)        # item index
 
     def __init__(self, settings: Optional[Settings] = None, autorun: str = "") -> None:
         super().__init__()
@@ -628,27 +629,36 @@ class MainWindow(QMainWindow):
         self.show_error(msg)
 
     def open_batch_row(self, rows: BatchRows, j: int) -> None:
-        from .history import CleanRecord
-        from .workers import batch_item_images, classify_job
-        if self.images is None:
+        """Show a batch row in the Explore views: its final images and curves, plus the clean top-k
+        (a fresh classification, in a worker; the batch's own top-1 stands in if that fails)."""
+        if self.images is None or self.model is None:
             return
         self.build_explore()
+        i = rows.indices[j]
+        clf, s = self.model.classifier, self.images.image_set
+        from .workers import classify_job
+        job = Job(lambda: classify_job(clf, s, i), "classify-row")
+        self._classify_job = job
+        job.done.connect(lambda rec, jb=job: jb is self._classify_job and self._show_batch_row(rows, j, rec))
+        job.failed.connect(lambda _msg, jb=job: jb is self._classify_job and self._show_batch_row(rows, j, None))
+        track(job).start()
+
+    def _show_batch_row(self, rows: BatchRows, j: int, rec: Optional[CleanRecord]) -> None:
+        import numpy as np
+
+        from .history import CleanRecord
+        from .workers import batch_item_images
         clean, adv = batch_item_images(rows, j)
         i = rows.indices[j]
-        item = self.images.image_set.items[i]
-        import numpy as np
         r = rows.batch.result
-        # the clean answer as recorded by the batch (top-1 only), completed by a fresh classification
-        try:
-            rec = classify_job(self.model.classifier, self.images.image_set, i)
-        except Exception:  # noqa: BLE001 - fall back to the batch's own numbers
-            lab = int(rows.labels[j])
-            rec = CleanRecord(i, item.rel, clean, lab, "folder" if rows.label_sources[j] == "folder" else "prediction",
+        if rec is None:
+            rec = CleanRecord(i, self.images.image_set.items[i].rel, clean, int(rows.labels[j]), "folder",
                               np.zeros(0), np.array([int(r.clean_pred[j])]), np.array([float(r.clean_conf[j])]))
         rec.label = int(rows.labels[j])
         rec.label_source = "folder" if rows.label_sources[j] == "folder" else "prediction"
         self.tabs.setCurrentWidget(self.explore)
         self.explore.show_batch_item(rec, adv, rows, j, self._batch_request, self._batch_text)
+        self.batch_row_shown.emit(i)
 
     # -- export ------------------------------------------------------------------------------------------
     def export_dialog(self) -> None:

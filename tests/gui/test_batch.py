@@ -55,7 +55,8 @@ def test_table_sorts_and_rows_open_in_views(qtbot, window):
     idx = tab.proxy.index(7, 0)
     src = tab.proxy.mapToSource(idx)
     rows, j = tab.model.rows[src.row()]
-    tab.table.clicked.emit(idx)
+    with qtbot.waitSignal(w.batch_row_shown, timeout=30_000):
+        tab.table.clicked.emit(idx)
     ex = w.explore
     assert w.tabs.currentWidget() is ex and ex.mode == "batch"
     assert ex.clean.index == rows.indices[j]

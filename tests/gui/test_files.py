@@ -105,3 +105,10 @@ def test_nan_logits_are_reported(qtbot, window, tmp_path):
         w.run_index(1)
     assert "NaN" in err.args[0]
     assert w.isVisible()
+
+
+def test_out_of_memory_reads_as_advice():
+    from advgui.gui.jobs import describe_error
+    msg = describe_error(RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB"), "cuda:0")
+    assert msg.startswith("Out of memory on cuda:0") and "smaller batch size" in msg
+    assert describe_error(MemoryError()).startswith("Out of memory")
