@@ -272,7 +272,6 @@ class ExploreTab(QWidget):
         if w is self.worker:
             self._tick_once()
             self.timer.stop()
-            self.paused_changed.emit(False)
 
     # -- redraw --------------------------------------------------------------------------------------------
     def _tick_once(self) -> None:

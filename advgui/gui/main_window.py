@@ -256,7 +256,7 @@ class MainWindow(QMainWindow):
 
     def _paused_changed(self, paused: bool) -> None:
         ex = self.explore
-        running = ex.worker is not None and ex.worker.isRunning()
+        running = ex.worker is not None and ex.worker.isRunning() and ex.final is None
         self.attack_panel.set_running(running, paused)
         if running and paused:
             self.status("Paused: Step runs one more step, Resume goes on", busy=False)

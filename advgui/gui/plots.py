@@ -126,9 +126,9 @@ class LivePlots(QWidget):
         self.other_curve.setData(x, h.other_prob[:n])
         for fl in self.flip_lines:
             if h.first_flip >= 0:
+                fl.show()
                 fl.setValue(h.first_flip)
                 fl.label.setFormat(f"flip @ {h.first_flip}")
-                fl.show()
             else:
                 fl.hide()
 
@@ -140,9 +140,9 @@ class LivePlots(QWidget):
         self.other_curve.setData(x, other_prob)
         for fl in self.flip_lines:
             if first_flip >= 0:
+                fl.show()
                 fl.setValue(first_flip)
                 fl.label.setFormat(f"flip @ {first_flip}")
-                fl.show()
             else:
                 fl.hide()
 
