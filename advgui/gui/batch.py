@@ -12,11 +12,10 @@ from PySide6.QtWidgets import (QAbstractItemView, QHBoxLayout, QHeaderView, QLab
 if TYPE_CHECKING:
     from .workers import BatchRows
 
-COLUMNS = ["Image", "True label", "Clean pred.", "Adv. pred.", "Fooled", "Fooled 8-bit", "L∞ /255", "L2",
-           "Flip step"]
+COLUMNS = ["Image", "True", "Clean", "Adversarial", "Fooled", "8-bit", "L∞/255", "L2", "Flip"]
 TIPS = ["Image file (relative to the opened folder)", "True label (folder name), or the clean prediction",
         "Prediction on the original image and its confidence", "Prediction on the adversarial image",
-        "The attack succeeded on the float result", "Still successful after rounding to 8-bit pixels",
+        "The attack succeeded (on the float result)", "Still fooled after rounding to 8-bit pixels",
         "Largest change of any pixel, in /255 steps", "Euclidean size of the perturbation (pixel units)",
         "First step at which the prediction flipped"]
 
