@@ -14,6 +14,7 @@ from PySide6.QtWidgets import (QApplication, QDockWidget, QFileDialog, QLabel, Q
                                QScrollArea, QTabWidget, QToolBar, QVBoxLayout, QWidget)
 
 from .batch import BatchTab
+from .harden import HardenTab
 from .jobs import (Job, LoadedModel, ModelRequest, OpenedImages, collect_garbage_on_gui_thread, favour_gui_thread,
                    freeze_long_lived_objects, shutdown, track)
 from .panels import AttackPanel, ImagesPanel, ModelPanel
@@ -109,6 +110,7 @@ class MainWindow(QMainWindow):
         self.batch = BatchTab()
         self.add_tab(self._explore_placeholder, "Explore")
         self.add_tab(self.batch, "Batch")
+        self.harden = HardenTab.install(self)
 
         self.model_panel = ModelPanel()
         self.attack_panel = AttackPanel()
