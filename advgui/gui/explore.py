@@ -99,6 +99,7 @@ class ExploreTab(QWidget):
         self.movie = MovieBar()
         tl.addWidget(self.views, 1)
         tl.addWidget(self.movie)
+        self._top_layout = tl
         self.plots = LivePlots()
         self.plots.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
         self.split.addWidget(top)
@@ -124,6 +125,10 @@ class ExploreTab(QWidget):
         self.timer.timeout.connect(self._tick)
         self.movie.frame_changed.connect(self._user_frame)
         self.views.amplification_changed.connect(lambda _v: self._show_frame(self._frame))
+
+    def add_below_views(self, widget: QWidget, stretch: int = 1) -> None:
+        """Stack a widget under the views and the movie bar (the second model's row, see compare.py)."""
+        self._top_layout.addWidget(widget, stretch)
 
     # -- model / image -------------------------------------------------------------------------------------
     def set_class_names(self, names: list[str]) -> None:

@@ -255,6 +255,8 @@ class MainWindow(QMainWindow):
         ex.views.set_amplification(s.get_float("view/amplification", 1.0))
         if self.model is not None:
             ex.set_class_names(self.model.class_names)
+        from .compare import install_compare
+        self.compare_row = install_compare(self)
 
     def _paused_changed(self, paused: bool) -> None:
         ex = self.explore
