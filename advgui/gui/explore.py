@@ -300,8 +300,8 @@ class ExploreTab(QWidget):
             self._redraw()
             # paint now, so the cost is measured, and keep redraws to at most a third of the GUI thread's
             # time: ~30 a second when they are cheap, fewer when a busy worker makes them slow
-            self.views.repaint()
-            self.plots.repaint()
+            for w in (self.views.adv, self.views.diff, self.plots):   # the original does not change
+                w.repaint()
             cost = time.perf_counter() - t0
             self.timer.setInterval(int(min(MAX_REDRAW_MS, max(REDRAW_MS, 3000 * cost))))
 
