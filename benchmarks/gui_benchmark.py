@@ -119,20 +119,23 @@ def stall(seconds: float, heavy: bool) -> list[dict]:
             torch.set_num_threads(threads)
             redraws0 = w.explore.redraws
             probe.start()
+            cpu0 = time.thread_time()          # CPU time of the GUI thread itself
             t0 = time.perf_counter()
             start()
             _wait(app, lambda: (time.perf_counter() - t0 > 0.3 and not running()) or time.perf_counter() - t0 > seconds,
                   seconds + 60)
             dur = time.perf_counter() - t0
+            gui_cpu = (time.thread_time() - cpu0) / dur
             probe.stop()
             stop()
             _wait(app, lambda: not running(), 60)
             st = probe.stats()
-            st.update(scenario=name, threads=threads, seconds=dur,
+            st.update(scenario=name, threads=threads, seconds=dur, gui_cpu=gui_cpu,
                       redraws_per_s=(w.explore.redraws - redraws0) / dur)
             results.append(st)
             print(f"  {name:38s} torch threads {threads}: p50 {st['p50']:5.1f} ms  p99 {st['p99']:5.1f} ms  "
-                  f"max {st['max']:6.1f} ms  ({st['n']} ticks, {dur:.1f} s, {st['redraws_per_s']:.0f} redraws/s)",
+                  f"max {st['max']:6.1f} ms  ({st['n']} ticks, {dur:.1f} s, {st['redraws_per_s']:.0f} redraws/s, "
+                  f"GUI thread busy {100 * gui_cpu:.0f}% of a core)",
                   flush=True)
 
     ap = w.attack_panel

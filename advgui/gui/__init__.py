@@ -12,7 +12,8 @@ def _guard_none_refcount() -> None:
     """Work around a PySide6 6.12.0 reference-counting bug on Python < 3.12.
 
     In PySide6/shiboken6 6.12.0 every call of a C++ method returning ``void`` (``QLabel.setText``,
-    ``QWidget.update``, ``QPolygonF.resize``, ...) drops one reference to ``None`` that it never took
+    ``QWidget.update``, ``QPolygonF.resize``, ...) drops one reference to ``None`` that it never took (and
+    some calls do the same to ``True``/``False``)
     (measured here: 500 calls of ``setText`` lower ``sys.getrefcount(None)`` by 500). From Python 3.12 on
     ``None`` is immortal and nothing happens; on 3.11 ``None``'s count (a few thousand at start) reaches
     zero after enough calls and the interpreter aborts with "Fatal Python error: none_dealloc" — a GUI
@@ -30,9 +31,10 @@ def _guard_none_refcount() -> None:
     if not ver.startswith("6.12."):
         return
     import ctypes
-    ref = ctypes.c_ssize_t.from_address(id(None))
-    if ref.value < 2 ** 49:
-        ref.value += 2 ** 50
+    for singleton in (None, True, False):      # bool results leak the same way ("bool_dealloc")
+        ref = ctypes.c_ssize_t.from_address(id(singleton))
+        if ref.value < 2 ** 49:
+            ref.value += 2 ** 50
 
 
 _guard_none_refcount()

@@ -17,6 +17,7 @@ from .workers import AttackRequest, AttackWorker, track
 
 REDRAW_MS = 33          # at most ~30 redraws a second, whatever the attack's pace
 MAX_REDRAW_MS = 150     # and at least ~7, however slow a redraw gets
+PLOT_MS = 100           # the plots at most ~10 times a second while a run is live
 PLAY_MS = 80
 
 
@@ -119,6 +120,7 @@ class ExploreTab(QWidget):
         self._batch: Optional[dict] = None
         self._frame = 0
         self._dirty = False
+        self._plots_at = 0.0
         self.redraws = 0
         self.timer = QTimer(self)
         self.timer.setInterval(REDRAW_MS)
@@ -297,20 +299,28 @@ class ExploreTab(QWidget):
         self._tick_once()
         if self._dirty:
             t0 = time.perf_counter()
-            self._redraw()
+            plots = self._redraw()
             # paint now, so the cost is measured, and keep redraws to at most a third of the GUI thread's
             # time: ~30 a second when they are cheap, fewer when a busy worker makes them slow
-            for w in (self.views.adv, self.views.diff, self.plots):   # the original does not change
-                w.repaint()
+            for w in (self.views.adv, self.views.diff) + ((self.plots,) if plots else ()):
+                w.repaint()        # (the original does not change during a run)
             cost = time.perf_counter() - t0
             self.timer.setInterval(int(min(MAX_REDRAW_MS, max(REDRAW_MS, 3000 * cost))))
 
-    def _redraw(self) -> None:
+    def _redraw(self) -> bool:
+        """Images up to ~30 times a second; the plots (four axes, bars, curves: the costly part to paint)
+        at most ~10 times a second, and always for the final frame. Returns whether the plots changed."""
         self._dirty = False
         self.redraws += 1
-        if self.mode == "live":
+        if self.mode != "live":
+            return False
+        now = time.perf_counter()
+        plots = self.final is not None or now - self._plots_at >= PLOT_MS / 1000
+        if plots:
+            self._plots_at = now
             self.plots.update_curves(self.history)
-            self._show_frame(min(self._frame, max(0, self.history.n - 1)))
+        self._show_frame(min(self._frame, max(0, self.history.n - 1)), plots=plots)
+        return plots
 
     def _user_frame(self, i: int) -> None:
         self._frame = i
@@ -389,7 +399,7 @@ class ExploreTab(QWidget):
             out.append((self.name(lab), float(p), role))
         return out
 
-    def _show_frame(self, i: int) -> None:
+    def _show_frame(self, i: int, plots: bool = True) -> None:
         self._frame = i
         st = self.frame_state(i)
         self.views.show_state(st)
@@ -397,8 +407,10 @@ class ExploreTab(QWidget):
         if self.mode == "live" and h.n:
             j = max(0, min(i, h.n - 1))
             tgt = self.request.target if self.request else None
-            self.plots.set_after(h.topk_labels[j], h.topk_probs[j], self.clean.label if self.clean else -1, tgt)
-            self.plots.set_cursor(j)
+            if plots:
+                self.plots.set_after(h.topk_labels[j], h.topk_probs[j], self.clean.label if self.clean else -1,
+                                     tgt)
+                self.plots.set_cursor(j)
             label = st.frame_text
             if h.first_flip >= 0:
                 label += f" · flips at {h.first_flip}"

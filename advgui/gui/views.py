@@ -89,12 +89,21 @@ class ImagePane(QWidget):
         lay.addWidget(self.sub, 3, 0)
         lay.setRowStretch(1, 1)
         self._shape: Optional[tuple] = None
+        self._source: object = None
+        self._levels: tuple = ()
 
-    def set_image(self, disp: Optional[np.ndarray], levels: tuple[float, float] = (0, 255)) -> None:
+    def set_image(self, disp: Optional[np.ndarray], levels: tuple[float, float] = (0, 255),
+                  source: object = None) -> None:
+        """Show ``disp``; ``source`` identifies the data it came from, so an unchanged image (the original,
+        during a run) is not converted and repainted again at every redraw."""
         if disp is None:
             self.item.clear()
             self._shape = None
+            self._source = None
             return
+        if source is not None and source is self._source and levels == self._levels:
+            return
+        self._source, self._levels = source, levels
         self.item.setImage(disp, autoLevels=False, levels=levels)
         if self._shape != disp.shape[:2]:
             self._shape = disp.shape[:2]
@@ -179,7 +188,8 @@ class TripleView(QWidget):
             self.adv_bars.set_items([])
             self.legend.set_limit(st.limit255)
             return
-        self.orig.set_image(to_display(st.clean))
+        if st.clean is not self.orig._source:
+            self.orig.set_image(to_display(st.clean), source=st.clean)
         wrong_clean = st.label_source == "folder" and st.clean_pred != st.true_name
         col = "#c62828" if wrong_clean else ""
         self.orig.caption.setText(f"<span style='color:{col}'>{_esc(st.clean_pred)}</span> "

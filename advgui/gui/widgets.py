@@ -214,8 +214,10 @@ class ConfidenceBars(QWidget):
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
 
     def set_items(self, items: Sequence[tuple[str, float, str]]) -> None:
-        self.items = list(items)[: self.rows]
-        self.update()
+        items = [(n, round(float(p), 3), r) for n, p, r in list(items)[: self.rows]]
+        if items != self.items:          # at 0.1% resolution: nothing visible changes otherwise
+            self.items = items
+            self.update()
 
     def sizeHint(self) -> QSize:  # noqa: N802
         h = self.fontMetrics().height()
