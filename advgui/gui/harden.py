@@ -319,12 +319,12 @@ class HardenPlots(QWidget):
         self.batch_curve = self.loss_plot.plot(pen=pg.mkPen("#90caf9", width=1), name="batch")
         self.epoch_loss = self.loss_plot.plot(pen=pg.mkPen(LOSS_COLOR, width=2), symbol="o", symbolSize=6,
                                               symbolBrush=LOSS_COLOR, symbolPen=None, name="epoch mean")
-        leg = self.acc_plot.addLegend(offset=(-4, 4), labelTextColor=fg, brush=pg.mkBrush(bg), verSpacing=-6)
+        # the validation plot's title is its legend (a legend box would hide the last epoch's points)
         self.clean_curve = self._acc_curve("clean", CLEAN_COLOR)
         self.fgsm_curve = self._acc_curve("FGSM", FGSM_COLOR)
         self.pgd_curve = self._acc_curve("PGD", PGD_COLOR)
-        self.acc_legend = leg
-        self.rob_legend = self.rob_plot.addLegend(offset=(-4, 4), labelTextColor=fg, brush=pg.mkBrush(bg),
+        # bottom left: robustness curves start high at ε = 0, so that corner stays empty
+        self.rob_legend = self.rob_plot.addLegend(offset=(8, -8), labelTextColor=fg, brush=pg.mkBrush(bg),
                                                   verSpacing=-6)
         self.start_curve = self.rob_plot.plot(pen=pg.mkPen(START_COLOR, width=2, style=Qt.PenStyle.DashLine),
                                               symbol="s", symbolSize=7, symbolBrush=START_COLOR, symbolPen=None,
@@ -345,6 +345,12 @@ class HardenPlots(QWidget):
         self._batch_y = np.zeros(0)
         self.n_batches = 0
         self.epochs = 1
+
+    def sizeHint(self) -> Any:  # noqa: N802 - Qt API
+        # modest: the tab scrolls when its content's preferred height exceeds the window, and the plots are
+        # what should give way (they stretch to fill whatever is left)
+        from PySide6.QtCore import QSize
+        return QSize(480, 300)
 
     def _title(self, plot: Any, text: str) -> None:
         plot.setTitle(text, color=self.fg.name(), size="10pt")
@@ -369,7 +375,9 @@ class HardenPlots(QWidget):
         self.acc_plot.getAxis("bottom").setTicks(None if self.epochs > 12 else
                                                  [[(float(e), str(e)) for e in range(1, self.epochs + 1)]])
         self.loss_plot.enableAutoRange(y=True)
-        self._title(self.acc_plot, f"Validation accuracy at ε {_eps_text(eps)} (PGD-{steps})")
+        self._title(self.acc_plot, f"Validation accuracy at ε {eps:.3g}: <span style='color:{CLEAN_COLOR}'>clean"
+                    f"</span> · <span style='color:{FGSM_COLOR}'>FGSM</span> · "
+                    f"<span style='color:{PGD_COLOR}'>PGD-{steps}</span>")
         self.clear_robustness("the curves of both models appear here after training")
 
     def clear_robustness(self, text: str = "") -> None:
@@ -432,10 +440,6 @@ class HardenPlots(QWidget):
 
     def legend_texts(self) -> list[str]:
         return [label.text for _sample, label in self.rob_legend.items]
-
-
-def _eps_text(e: float) -> str:
-    return f"{e:.3g} ({e * 255:.3g}/255)"
 
 
 def _eps_tick(e: float) -> str:
@@ -765,6 +769,8 @@ class HardenTab(QWidget):
         self.summary.setText(f"Training a copy of <b>{_esc(r.start_name)}</b>: {self.describe(r)}, {r.epochs} "
                              f"epoch{'s' if r.epochs != 1 else ''} on {_esc(r.data)}…")
         self._remember(r)
+        if self.window_ is not None:
+            self.window_.status(f"Training a copy of {r.start_name} ({self.describe(r)})…", busy=True)
         track(w).start()
         self.timer.start()
         self.started.emit()
@@ -864,10 +870,17 @@ class HardenTab(QWidget):
         return f"{r.start_name} (start)", f"trained: {self.describe(r)}, {len(self.records)} ep."
 
     def _failed(self, msg: str) -> None:
-        self._show_message(_esc(msg), "error")
-        self.summary.setText("Training failed.")
+        if self.result is not None:       # trained, but the robustness curves could not be computed
+            self._show_message(f"Could not compute the robustness curves: {_esc(msg)}", "error")
+            self.summary.setText(self.summary.text().replace(" · computing both models' robustness curves…", ""))
+            if self.plots is not None:
+                self.plots.clear_robustness("no curves: see the message above")
+        else:
+            self._show_message(_esc(msg), "error")
+            self.summary.setText("Training failed.")
         if self.window_ is not None:
-            self.window_.show_error(f"Training failed: {msg}")
+            self.window_.show_error(f"Training failed: {msg}" if self.result is None
+                                    else f"Could not compute the robustness curves: {msg}")
         self.failed.emit(msg)
 
     def _thread_done(self, w: TrainWorker) -> None:
