@@ -60,13 +60,31 @@ class _GuiThreadGC(QObject):
 
 
 _GC: Optional[_GuiThreadGC] = None
+_GC_USERS = 0
 
 
 def collect_garbage_on_gui_thread() -> None:
-    """Install the GUI-thread collector once (needs a QApplication; call from the GUI thread)."""
-    global _GC
-    if _GC is None and QCoreApplication.instance() is not None:
+    """Install the GUI-thread collector (needs a QApplication; call from the GUI thread). Each call must be
+    matched by :func:`release_gui_thread_gc` (the main window does both)."""
+    global _GC, _GC_USERS
+    if QCoreApplication.instance() is None:
+        return
+    _GC_USERS += 1
+    if _GC is None:
         _GC = _GuiThreadGC()
+    else:
+        gc.disable()
+        _GC.timer.start()
+
+
+def release_gui_thread_gc() -> None:
+    """The last window is gone: automatic collection again (e.g. for code that runs after the window in
+    the same process, such as a test session)."""
+    global _GC_USERS
+    _GC_USERS = max(0, _GC_USERS - 1)
+    if _GC_USERS == 0 and _GC is not None:
+        _GC.timer.stop()
+        gc.enable()
 
 
 def freeze_long_lived_objects() -> None:

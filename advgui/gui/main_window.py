@@ -16,7 +16,7 @@ from PySide6.QtWidgets import (QApplication, QDockWidget, QFileDialog, QLabel, Q
 from .batch import BatchTab
 from .harden import HardenTab
 from .jobs import (Job, LoadedModel, ModelRequest, OpenedImages, collect_garbage_on_gui_thread, favour_gui_thread,
-                   freeze_long_lived_objects, shutdown, track)
+                   freeze_long_lived_objects, release_gui_thread_gc, shutdown, track)
 from .panels import AttackPanel, ImagesPanel, ModelPanel
 from .settings import Settings
 from .widgets import Banner
@@ -853,5 +853,8 @@ class MainWindow(QMainWindow):
         if self.preview is not None:
             self.preview.cancel()
         shutdown(5000)
+        if not getattr(self, "_gc_released", False):
+            self._gc_released = True
+            release_gui_thread_gc()
         super().closeEvent(ev)
 
