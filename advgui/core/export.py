@@ -46,8 +46,12 @@ class ExportError(ValueError):
 
 def versions() -> dict[str, str]:
     from .. import __version__
-    import torchvision
-    return {"advgui": __version__, "torch": torch.__version__, "torchvision": torchvision.__version__,
+    try:
+        import torchvision
+        tv = torchvision.__version__
+    except ImportError:  # a minimal bundle may ship without torchvision
+        tv = None
+    return {"advgui": __version__, "torch": torch.__version__, "torchvision": tv,
             "numpy": np.__version__, "python": platform.python_version()}
 
 

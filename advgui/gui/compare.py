@@ -193,12 +193,6 @@ class CompareRow(QWidget):
             bars.updateGeometry()
         for pane in (v.orig, v.adv, v.diff):
             pane.glw.setMinimumSize(70, 70)
-        # pyqtgraph applies the levels an ImageItem was created with *after* the first setImage's own levels,
-        # so a pane's first picture would ignore its fixed scale (±ε for the difference); B's row often shows
-        # just one picture per pane, so use up that first setImage now
-        for pane in (v.orig, v.adv, v.diff):
-            pane.item.setImage(np.zeros((2, 2), np.float32), autoLevels=False, levels=(0, 255))
-            pane.item.clear()
 
     # -- on / off ------------------------------------------------------------------------------------------
     @property

@@ -72,7 +72,8 @@ class ImagePane(QWidget):
         self.glw.setMinimumSize(120, 120)
         self.vb = self.glw.addViewBox(lockAspect=True, invertY=True, enableMenu=False)
         self.vb.setDefaultPadding(0.0)
-        self.item = pg.ImageItem(levels=(0, 255))
+        # no levels here: pyqtgraph 0.14 then ignores the levels of the first setImage call
+        self.item = pg.ImageItem()
         self.vb.addItem(self.item)
         self.caption = QLabel(" ")
         self.caption.setAlignment(Qt.AlignmentFlag.AlignHCenter)
@@ -105,6 +106,8 @@ class ImagePane(QWidget):
             return
         self._source, self._levels = source, levels
         self.item.setImage(disp, autoLevels=False, levels=levels)
+        if tuple(self.item.getLevels()) != tuple(levels):
+            self.item.setLevels(levels)  # fixed scale, whatever pyqtgraph did with the first image
         if self._shape != disp.shape[:2]:
             self._shape = disp.shape[:2]
             self.vb.autoRange(padding=0)
