@@ -7,6 +7,8 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
+from .common import add_model_options, load_model_from_args
+
 DESCRIPTION = """\
 Attack every image of a set with one attack and report how often the model is fooled.
 
@@ -34,26 +36,6 @@ output (--out DIR): clean/ and adv/ PNGs at the model's input size (names mirror
 adv_float/ with the exact float adversarial images (.npz), manifest.csv and manifest.json (one row per
 image, the run's parameters, versions, skipped files). Written PNGs stay within eps of clean/.
 """
-
-
-def add_model_options(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("model")
-    g.add_argument("--model", default="demo", metavar="SPEC",
-                   help="demo, demo-robust, torchvision:ARCH (with --weights), a TorchScript file, or a "
-                        ".safetensors file saved by advgui (default: demo)")
-    g.add_argument("--weights", metavar="FILE", help="state_dict for torchvision:ARCH (.pth/.pt or .safetensors)")
-    g.add_argument("--labels", metavar="FILE", help="class names: a text file (one per line) or JSON")
-    g.add_argument("--trust-pickle", action="store_true",
-                   help="allow opening a whole pickled nn.Module (unpickling can run code: only for files you trust)")
-    g.add_argument("--input-size", type=int, metavar="PX", help="override the model's input size (square)")
-    g.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"],
-                   help="auto picks CUDA, then MPS, then the CPU (default: auto)")
-
-
-def load_model_from_args(args: argparse.Namespace):
-    from ..core.models import load_model
-    return load_model(args.model, weights=args.weights, labels=args.labels, trust_pickle=args.trust_pickle,
-                      device=args.device, input_size=args.input_size)
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -7,6 +7,8 @@ import sys
 import threading
 from pathlib import Path
 
+from .common import add_model_options, load_model_from_args
+
 DESCRIPTION = """\
 Attack every image with every attack at every ε and report accuracy against ε, plus the worst case
 over all attacks (an image counts as robust only if it survives every one of them).
@@ -63,29 +65,10 @@ def _positive_int(text: str) -> int:
     return v
 
 
-def add_model_options(p: argparse.ArgumentParser, required: bool = True) -> None:
-    g = p.add_argument_group("model")
-    g.add_argument("--model", required=required, metavar="SPEC",
-                   help="demo, demo-robust, torchvision:ARCH (with --weights), a TorchScript file, or a "
-                        ".safetensors file saved by advgui")
-    g.add_argument("--weights", metavar="FILE", help="state_dict for torchvision:ARCH (.pth/.pt or .safetensors)")
-    g.add_argument("--labels", metavar="FILE", help="class names: a text file (one per line) or JSON")
-    g.add_argument("--trust-pickle", action="store_true",
-                   help="allow opening a whole pickled nn.Module (unpickling can run code: only for files you trust)")
-    g.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"],
-                   help="auto picks CUDA, then MPS, then the CPU (default: auto)")
-
-
-def load_model_from_args(args: argparse.Namespace):
-    from ..core.models import load_model
-    return load_model(args.model, weights=args.weights, labels=args.labels, trust_pickle=args.trust_pickle,
-                      device=args.device)
-
-
 def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = sub.add_parser("eval", help="robustness curves: accuracy against ε for several attacks, worst case",
                        description=DESCRIPTION, epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_model_options(p)
+    add_model_options(p, required=True)
     g = p.add_argument_group("images")
     g.add_argument("--images", required=True, metavar="PATH",
                    help="image file, folder, ImageFolder tree, 'demo', 'demo-digits-test' or 'demo-digits'")

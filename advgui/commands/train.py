@@ -5,7 +5,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from .eval import SigintCancel, _eps, _positive_int, add_model_options, load_model_from_args
+from .common import add_model_options, load_model_from_args
+from .eval import SigintCancel, _eps, _positive_int
 
 DESCRIPTION = """\
 Train a model against adversarial examples and save the hardened weights.
@@ -47,7 +48,7 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     d = TrainConfig()
     p = sub.add_parser("train", help="adversarial training (PGD, fast FGSM) or plain training",
                        description=DESCRIPTION, epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_model_options(p)
+    add_model_options(p, required=True)
     g = p.add_argument_group("data")
     g.add_argument("--data", required=True, metavar="PATH",
                    help="ImageFolder tree with one subfolder per class, or demo-digits (built-in digits, train split)")

@@ -12,6 +12,7 @@ Design notes borrowed from the field:
 """
 from __future__ import annotations
 
+import abc
 import dataclasses
 import hashlib
 import threading
@@ -300,7 +301,7 @@ class Counter:
 
 
 @dataclass
-class Attack:
+class Attack(abc.ABC):
     """Base class for attack configurations. Subclasses are dataclasses of their parameters."""
 
     name: ClassVar[str] = "attack"
@@ -312,9 +313,9 @@ class Attack:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
 
     # -- to implement -------------------------------------------------------------------------------
+    @abc.abstractmethod
     def _attack(self, ctx: "AttackContext") -> torch.Tensor:  # pragma: no cover - abstract
         """Return the adversarial images (N, C, H, W) in [0, 1] on the attack device."""
-        raise NotImplementedError
 
     def telemetry_loss(self, ctx: "AttackContext", logits: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
         """The per-sample loss the final StepInfo reports; attacks whose steps report another quantity than
