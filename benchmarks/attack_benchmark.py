@@ -102,6 +102,7 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="fewer images and repeats (a smoke run)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    ap.add_argument("--only", choices=["floor"], help="only the PGD-10 telemetry-versus-floor measurement")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -122,12 +123,20 @@ def main() -> None:
             seen.append(float(info.loss.mean()))  # touch the telemetry like a consumer would
 
         pgd = make_attack("pgd", eps=eps, steps=10)
-        floor = floor_time(model, x, y, 10, reps)
-        t_full, res = median_time(lambda: pgd.run(model, x, y, observer=observer), reps)
-        loop = statistics.median([pgd.run(model, x, y, observer=observer).attack_time for _ in range(reps)])
+        pgd.run(model, x, y, observer=observer)  # warm-up
+        floors, loops, fulls = [], [], []
+        for _ in range(reps):  # alternate floor and attack, so drifting machine load hits both alike
+            floors.append(floor_time(model, x, y, 10, 1))
+            t_full, res = median_time(lambda: pgd.run(model, x, y, observer=observer), 1)
+            fulls.append(t_full)
+            loops.append(res.attack_time)
+        floor, loop, t_full = (statistics.median(v) for v in (floors, loops, fulls))
         print(f"  PGD-10 floor (10 × fwd+bwd)           {floor * 1000:8.1f} ms")
         print(f"  PGD-10 attack loop, telemetry on       {loop * 1000:8.1f} ms   ratio {loop / floor:5.3f}")
         print(f"  PGD-10 whole run (+3 re-check fwd)     {t_full * 1000:8.1f} ms   ratio {t_full / floor:5.3f}")
+        if args.only == "floor":
+            print()
+            continue
         # -- against torchattacks ---------------------------------------------------------------------
         rows = []
         steps = 10
