@@ -46,7 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
             mod.register(sub)
     for name, p in sub.choices.items():
         if name != "gui" and not any("--debug" in a.option_strings for a in p._actions):
-            p.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+            # SUPPRESS: an unset subcommand flag must not overwrite `advgui --debug COMMAND`
+            p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                           help="show full tracebacks on errors")
     return parser
 
 

@@ -5,7 +5,6 @@ control. Everything here runs in a few seconds on two CPU cores.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import threading
 
@@ -252,12 +251,9 @@ def test_bad_arguments_raise_attack_errors(demo, digits):
 # -- the command ---------------------------------------------------------------------------------------
 
 def cli(argv):
-    from advgui.commands import eval as eval_cmd
-    parser = argparse.ArgumentParser(prog="advgui")
-    sub = parser.add_subparsers(dest="command")
-    eval_cmd.register(sub)
-    args = parser.parse_args(argv)
-    return args.func(args)
+    """The real `advgui` entry point; --debug lets user errors propagate so tests can match them."""
+    from advgui.cli import main
+    return main(["--debug", *argv])
 
 
 def test_eval_command_writes_table_and_files(tmp_path, capsys):

@@ -6,7 +6,6 @@ Models here are a tiny MLP on the digits at their native 8×8 (a training run ta
 """
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import threading
@@ -266,12 +265,9 @@ def test_holdout_is_stratified_and_disjoint():
 # -- the command ------------------------------------------------------------------------------------------
 
 def cli(argv):
-    from advgui.commands import train as train_cmd
-    parser = argparse.ArgumentParser(prog="advgui")
-    sub = parser.add_subparsers(dest="command")
-    train_cmd.register(sub)
-    args = parser.parse_args(argv)
-    return args.func(args)
+    """The real `advgui` entry point; --debug lets user errors propagate so tests can match them."""
+    from advgui.cli import main
+    return main(["--debug", *argv])
 
 
 def test_train_command_end_to_end(tmp_path, capsys):
