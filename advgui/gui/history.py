@@ -13,8 +13,23 @@ from typing import Optional
 import numpy as np
 
 
+class _TopK:
+    """Top-1 prediction and confidence from a record's top-k arrays."""
+
+    topk_labels: np.ndarray
+    topk_probs: np.ndarray
+
+    @property
+    def pred(self) -> int:
+        return int(self.topk_labels[0])
+
+    @property
+    def conf(self) -> float:
+        return float(self.topk_probs[0])
+
+
 @dataclass
-class StepRecord:
+class StepRecord(_TopK):
     """One attack step of one image, as plain values (built in the worker from a StepInfo)."""
 
     step: int
@@ -33,17 +48,9 @@ class StepRecord:
     image: Optional[np.ndarray] = None   # (C, H, W) float32 in [0, 1]
     final: bool = False
 
-    @property
-    def pred(self) -> int:
-        return int(self.topk_labels[0])
-
-    @property
-    def conf(self) -> float:
-        return float(self.topk_probs[0])
-
 
 @dataclass
-class CleanRecord:
+class CleanRecord(_TopK):
     """The image before the attack: decoded input and the model's answer on it."""
 
     index: int                   # item index in the image set
@@ -54,14 +61,6 @@ class CleanRecord:
     probs: np.ndarray            # (classes,) float
     topk_labels: np.ndarray
     topk_probs: np.ndarray
-
-    @property
-    def pred(self) -> int:
-        return int(self.topk_labels[0])
-
-    @property
-    def conf(self) -> float:
-        return float(self.topk_probs[0])
 
 
 @dataclass
