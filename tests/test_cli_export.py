@@ -192,24 +192,3 @@ def test_help_explains_the_options():
     assert r.returncode == 0
     for word in ("--eps", "8/255", "--stop-on-success", "--resume", "manifest.csv", "deepfool"):
         assert word in r.stdout
-
-
-def test_core_imports_without_qt():
-    code = (
-        "import sys, importlib.abc\n"
-        "class Block(importlib.abc.MetaPathFinder):\n"
-        "    def find_spec(self, name, path=None, target=None):\n"
-        "        if name.split('.')[0] in ('PySide6', 'PyQt5', 'PyQt6', 'pyqtgraph', 'superqt', 'qtpy', 'shiboken6'):\n"
-        "            raise ImportError('Qt blocked: ' + name)\n"
-        "sys.meta_path.insert(0, Block())\n"
-        "import pkgutil, importlib, advgui.core\n"
-        "mods = [m.name for m in pkgutil.walk_packages(advgui.core.__path__, 'advgui.core.')]\n"
-        "for m in mods: importlib.import_module(m)\n"
-        "import advgui.cli\n"
-        "import advgui\n"
-        "advgui.load_model('demo')\n"
-        "print(len(mods))\n"
-    )
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr
-    assert int(r.stdout.strip()) >= 8
