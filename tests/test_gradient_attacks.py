@@ -260,3 +260,53 @@ def test_rounding_stays_within_eps():
     adv = clean + 25.6 / 255  # nearest would be 26 > eps=25.55/255: must round towards clean
     r = round_within_eps(clean, adv, 25.55 / 255, "linf")
     assert int(r.max()) - 100 == 25
+
+
+@pytest.mark.parametrize("name", ["fgsm", "pgd", "deepfool", "cw"])
+def test_step_stream_yields_every_step_and_returns_the_result(demo_model, digits, name):
+    """The attack is a generator: one StepInfo per step, the last one final, the result as its return
+    value; driving it by hand gives exactly what run() gives."""
+    x, y = digits
+    attack = make_attack(name, eps=0.1 if name in ("fgsm", "pgd") else None, steps=6)
+    gen = attack.iter_steps(demo_model, x[:8], y[:8], seed=3)
+    infos = []
+    try:
+        while True:
+            infos.append(next(gen))
+    except StopIteration as stop:
+        result = stop.value
+    assert infos and infos[-1].final and not any(i.final for i in infos[:-1])
+    assert all(i.loss.shape == (8,) for i in infos)
+    # the final StepInfo describes the re-checked result
+    np.testing.assert_array_equal(infos[-1].success, result.success)
+    ref = attack.run(demo_model, x[:8], y[:8], seed=3)
+    torch.testing.assert_close(result.adv, ref.adv)
+    np.testing.assert_array_equal(result.adv8_pred, ref.adv8_pred)
+    # run() without an observer yields no telemetry but computes the same thing
+    quiet = attack.iter_steps(demo_model, x[:8], y[:8], seed=3, telemetry=False)
+    with pytest.raises(StopIteration):
+        next(quiet)
+
+
+def test_stop_request_returns_the_best_so_far(demo_model, digits):
+    x, y = digits
+    gen = make_attack("pgd", eps=0.1, steps=100).iter_steps(demo_model, x[:4], y[:4])
+    assert next(gen).step == 0
+    assert gen.send(False).step == 1          # one more step: pausing is simply not asking for the next
+    final = gen.send(True)                    # stop: the attack finishes with what it has
+    assert final.final
+    with pytest.raises(StopIteration) as stop:
+        gen.send(False)
+    r = stop.value.value                      # the StopIteration's value: the AttackResult
+    assert r.cancelled and r.n_backward == 2 and r.steps_run == 1
+
+
+def test_result_carries_topk(demo_model, digits):
+    x, y = digits
+    r = make_attack("pgd", eps=0.1, steps=5).run(demo_model, x[:16], y[:16])
+    assert r.clean_topk_labels.shape == (16, 5) == r.adv8_topk_probs.shape
+    np.testing.assert_array_equal(r.clean_topk_labels[:, 0], r.clean_pred)
+    np.testing.assert_array_equal(r.adv_topk_labels[:, 0], r.adv_pred)
+    np.testing.assert_array_equal(r.adv8_topk_labels[:, 0], r.adv8_pred)
+    np.testing.assert_allclose(r.adv8_topk_probs[:, 0], r.adv8_conf, rtol=1e-6)
+    assert (np.diff(r.adv_topk_probs, axis=1) <= 1e-7).all()     # sorted, highest first

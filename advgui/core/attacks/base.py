@@ -1,8 +1,12 @@
 """Attack contracts: configuration, per-step telemetry, results, the observer and the run harness.
 
 Every attack works in pixel space: images in [0, 1], shape (N, C, H, W); the Classifier owns
-normalisation. An attack is a small dataclass of parameters with ``run(classifier, images, labels,
-target=None, observer=None)`` returning an :class:`AttackResult`. The per-norm pieces (random start,
+normalisation. An attack is a small dataclass of parameters. ``iter_steps(classifier, images, labels, ...)``
+is a generator: it yields one :class:`StepInfo` per step (the last one, ``final=True``, describes the
+re-checked result) and returns the :class:`AttackResult`. Sending ``True`` into it asks the attack to stop
+at the next step and return its best so far; a consumer pauses or single-steps simply by not asking for
+the next step (no polling; see superqt's generator workers, which this follows). ``run(..., observer=None)``
+drives that generator for callers that want a plain function call. The per-norm pieces (random start,
 step direction, projection) live in :mod:`advgui.core.attacks.norms` and are shared by all attacks.
 
 Design notes borrowed from the field:
@@ -19,7 +23,7 @@ import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar, Iterator, Optional, Protocol
+from typing import Any, Callable, ClassVar, Generator, Iterator, Optional
 
 import numpy as np
 import torch
@@ -62,8 +66,21 @@ class StepInfo:
 
 
 Observer = Callable[[StepInfo], Optional[bool]]
-"""Called after every step. Return True to cancel the attack (it then returns its best so far).
-An observer may block to pause the attack (see :class:`AttackControl`)."""
+"""Called after every step by :meth:`Attack.run`. Return True to cancel the attack (it then returns its
+best so far)."""
+
+StepStream = Generator[StepInfo, Optional[bool], "AttackResult"]
+"""What :meth:`Attack.iter_steps` returns: yields StepInfo, accepts a stop request, returns the result."""
+
+
+def drive(steps: StepStream, observer: Optional[Observer] = None) -> "AttackResult":
+    """Run a step stream to its end, calling ``observer`` on every StepInfo; the observer's True stops it."""
+    try:
+        info = next(steps)
+        while True:
+            info = steps.send(bool(observer(info)) if observer is not None else False)
+    except StopIteration as stop:
+        return stop.value
 
 
 class AttackControl:
@@ -151,6 +168,13 @@ class AttackResult:
     linf8: np.ndarray              # of the 8-bit perturbation
     l2_8: np.ndarray
     first_success_step: np.ndarray  # int, -1 where the attack never succeeded
+    # the model's top-k answers (k = min(5, classes)), from the forward passes the re-check already paid for
+    clean_topk_labels: np.ndarray  # (N, k) int
+    clean_topk_probs: np.ndarray   # (N, k) float
+    adv_topk_labels: np.ndarray    # (N, k) int, float result
+    adv_topk_probs: np.ndarray
+    adv8_topk_labels: np.ndarray   # (N, k) int, 8-bit result
+    adv8_topk_probs: np.ndarray
     n_forward: int
     n_backward: int
     steps_run: int                 # gradient updates (or optimiser iterations) actually applied
@@ -314,8 +338,10 @@ class Attack(abc.ABC):
 
     # -- to implement -------------------------------------------------------------------------------
     @abc.abstractmethod
-    def _attack(self, ctx: "AttackContext") -> torch.Tensor:  # pragma: no cover - abstract
-        """Return the adversarial images (N, C, H, W) in [0, 1] on the attack device."""
+    def _attack(self, ctx: "AttackContext") -> Generator[StepInfo, Optional[bool], torch.Tensor]:
+        """A generator: ``yield from ctx.report(...)`` after every step (it yields the StepInfo and returns True
+        when the consumer asked to stop), then return the adversarial images (N, C, H, W) in [0, 1] on the
+        attack device."""
 
     def telemetry_loss(self, ctx: "AttackContext", logits: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
         """The per-sample loss the final StepInfo reports; attacks whose steps report another quantity than
@@ -348,6 +374,18 @@ class Attack(abc.ABC):
         ``observer`` receives a StepInfo after every step and may return True to cancel.
         ``keep_images`` puts the current adversarial batch into each StepInfo (for the GUI's movie).
         """
+        return drive(self.iter_steps(classifier, images, labels, target=target, seed=seed,
+                                     keep_images=keep_images, telemetry=observer is not None), observer)
+
+    def iter_steps(self, classifier: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor,
+                   target: Optional[torch.Tensor | int] = None, seed: Optional[int] = 0,
+                   keep_images: bool = False, telemetry: bool = True) -> StepStream:
+        """The attack as a generator: yields a StepInfo per step, returns the AttackResult.
+
+        Send True to stop it (it then finishes with its best so far, re-checked like any result). With
+        ``telemetry=False`` it yields nothing and only computes the result. Parameters and inputs are
+        checked before the first step, so errors surface on the first ``next()``.
+        """
         if images.ndim != 4:
             raise AttackError(f"images must have shape (N, C, H, W), got {tuple(images.shape)}")
         if images.shape[0] == 0:
@@ -378,12 +416,14 @@ class Attack(abc.ABC):
                     raise AttackError(f"{name} out of range 0..{num_classes - 1}")
             tele = Telemetry(clean.shape[0], num_classes, labels, target, getattr(self, "steps", 1) or 1,
                              t0, keep_images)
-            ctx = AttackContext(classifier, clean, labels, target, observer, seed, counter, tele,
+            ctx = AttackContext(classifier, clean, labels, target, telemetry, seed, counter, tele,
                                 num_classes, clean_logits)
             t_attack = time.perf_counter()
-            adv = self._attack(ctx).detach().clamp(0, 1)
+            adv = (yield from self._attack(ctx)).detach().clamp(0, 1)
             ctx.attack_time = time.perf_counter() - t_attack
-            result = finish(self, ctx, adv, t0)
+            result, final = finish(self, ctx, adv, t0)
+        if final is not None:
+            yield final     # a stop request sent now changes nothing: the result is complete
         return result
 
 
@@ -403,7 +443,7 @@ class AttackContext:
     clean: torch.Tensor
     labels: torch.Tensor
     target: Optional[torch.Tensor]
-    observer: Optional[Observer]
+    telemetry: bool                # False: report() records nothing for the outside and yields nothing
     seed: Optional[int]
     counter: Counter
     tele: Telemetry
@@ -448,15 +488,17 @@ class AttackContext:
         return is_success(logits, self.labels[idx], None if self.target is None else self.target[idx])
 
     def report(self, step: int, restart: int, idx: torch.Tensor, logits: torch.Tensor, loss: torch.Tensor,
-               images: torch.Tensor, all_images: Optional[torch.Tensor] = None) -> bool:
-        """Record telemetry for the images evaluated at this step and call the observer.
+               images: torch.Tensor, all_images: Optional[torch.Tensor] = None
+               ) -> Generator[StepInfo, Optional[bool], bool]:
+        """Record telemetry for the images evaluated at this step and yield its StepInfo.
 
-        ``step`` is the number of updates already applied to ``images``. Returns True when cancelled."""
+        Use as ``if (yield from ctx.report(...)):`` — it returns True once the consumer asked to stop.
+        ``step`` is the number of updates already applied to ``images``."""
         self.last_restart = restart
         self.tele.update(idx, logits, loss, images, self.clean[idx], all_images)
-        if self.observer is None:
-            return False
-        if self.observer(self.tele.info(step, restart, idx)):
+        if not self.telemetry:
+            return self.cancelled
+        if (yield self.tele.info(step, restart, idx)):
             self.cancelled = True
         return self.cancelled
 
@@ -605,9 +647,16 @@ def _project(delta: torch.Tensor, eps: float, norm: str) -> torch.Tensor:
     return project(delta, eps, norm)
 
 
+def _topk(probs: torch.Tensor, k: int) -> tuple[np.ndarray, np.ndarray]:
+    p, lab = probs.topk(min(k, probs.shape[1]), dim=1)
+    return lab.cpu().numpy(), p.cpu().numpy()
+
+
 @torch.no_grad()
-def finish(attack: Attack, ctx: AttackContext, adv: torch.Tensor, t0: float) -> AttackResult:
-    """Re-classify the final images as a float and as 8 bits; compute norms; build the result."""
+def finish(attack: Attack, ctx: AttackContext, adv: torch.Tensor, t0: float
+           ) -> tuple[AttackResult, Optional[StepInfo]]:
+    """Re-classify the final images as a float and as 8 bits; compute norms; build the result and, with
+    telemetry, the final StepInfo (the last frame of the movie: the re-check forward already paid for it)."""
     eps = getattr(attack, "eps", None)
     norm = getattr(attack, "norm", "linf")
     clean = ctx.clean
@@ -630,27 +679,32 @@ def finish(attack: Attack, ctx: AttackContext, adv: torch.Tensor, t0: float) -> 
     linf8, l2_8 = perturbation_norms(d8 / 255)
     l0 = (d8.flatten(1) != 0).sum(1)
     loss = attack.telemetry_loss(ctx, logits, torch.arange(adv.shape[0], device=adv.device))
-    if ctx.observer is not None:
-        # the final frame of the movie: the re-check forward already paid for it
+    final: Optional[StepInfo] = None
+    if ctx.telemetry:
         ctx.tele.update(torch.arange(adv.shape[0], device=adv.device), logits, loss, adv, clean,
                         adv if ctx.tele.keep_images else None)
-        final = ctx.tele.info(ctx.final_step, ctx.last_restart,
-                              torch.arange(adv.shape[0]))
+        final = ctx.tele.info(ctx.final_step, ctx.last_restart, torch.arange(adv.shape[0]))
         final.final = True
-        ctx.observer(final)
     first = ctx.tele.first_success.copy()
     s_np = succ.cpu().numpy()
     first[s_np & (first < 0)] = ctx.tele.updates
     first[~s_np] = -1
     cpu = lambda t: t.detach().cpu()  # noqa: E731
     npy = lambda t: t.detach().cpu().numpy()  # noqa: E731
-    return AttackResult(
+    k = ctx.tele.k
+    ctl, ctp = _topk(cprobs, k)
+    atl, atp = _topk(probs, k)
+    a8l, a8p = _topk(probs8, k)
+    result = AttackResult(
         attack=attack.name, params=attack.params(), clean=cpu(clean), adv=cpu(adv), adv8=cpu(adv8),
         labels=cpu(ctx.labels), target=None if ctx.target is None else cpu(ctx.target),
         clean_pred=npy(cpred), clean_conf=npy(cconf), adv_pred=npy(pred), adv_conf=npy(conf),
         success=npy(succ), adv8_pred=npy(pred8), adv8_conf=npy(conf8), success8=npy(succ8),
         linf=npy(linf), l2=npy(l2), l0=npy(l0), linf8=npy(linf8), l2_8=npy(l2_8),
-        first_success_step=first, n_forward=ctx.counter.forward, n_backward=ctx.counter.backward,
+        first_success_step=first, clean_topk_labels=ctl, clean_topk_probs=ctp, adv_topk_labels=atl,
+        adv_topk_probs=atp, adv8_topk_labels=a8l, adv8_topk_probs=a8p,
+        n_forward=ctx.counter.forward, n_backward=ctx.counter.backward,
         steps_run=ctx.steps_run, elapsed=time.perf_counter() - t0, attack_time=ctx.attack_time,
         cancelled=ctx.cancelled,
     )
+    return result, final

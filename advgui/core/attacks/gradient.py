@@ -8,11 +8,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar, Optional
+from typing import ClassVar, Generator, Optional
 
 import torch
 
-from .base import Attack, AttackContext, per_sample_generators
+from .base import Attack, AttackContext, StepInfo, per_sample_generators
 from .norms import project, random_start, step_direction
 
 _TINY = 1e-12
@@ -24,7 +24,8 @@ def default_step_size(eps: float, steps: int) -> float:
 
 
 def iterate(ctx: AttackContext, *, eps: float, norm: str, steps: int, step_size: float, rand_init: bool,
-            restarts: int, stop_on_success: bool, momentum: Optional[float] = None) -> torch.Tensor:
+            restarts: int, stop_on_success: bool, momentum: Optional[float] = None
+            ) -> Generator[StepInfo, Optional[bool], torch.Tensor]:
     """Projected gradient ascent with per-sample early stop and best-of-restarts.
 
     Each restart only runs the samples that have not succeeded yet. With ``stop_on_success`` a sample
@@ -75,7 +76,7 @@ def iterate(ctx: AttackContext, *, eps: float, norm: str, steps: int, step_size:
             if ctx.tele.keep_images:
                 full = best.clone()
                 full[idx] = x
-            if ctx.report(t, restart, idx, logits, loss, x, full):
+            if (yield from ctx.report(t, restart, idx, logits, loss, x, full)):
                 if restarts == 1:
                     best[idx] = x   # cancelled: the current iterate is the best so far
                 ctx.final_step = t
@@ -114,9 +115,9 @@ class FGSM(Attack):
     eps: float = 8 / 255
     norm: str = "linf"
 
-    def _attack(self, ctx: AttackContext) -> torch.Tensor:
-        return iterate(ctx, eps=self.eps, norm=self.norm, steps=1, step_size=self.eps, rand_init=False,
-                       restarts=1, stop_on_success=False)
+    def _attack(self, ctx: AttackContext) -> Generator[StepInfo, Optional[bool], torch.Tensor]:
+        return (yield from iterate(ctx, eps=self.eps, norm=self.norm, steps=1, step_size=self.eps, rand_init=False,
+                       restarts=1, stop_on_success=False))
 
 
 @dataclass
@@ -130,10 +131,10 @@ class BIM(Attack):
     norm: str = "linf"
     stop_on_success: bool = False
 
-    def _attack(self, ctx: AttackContext) -> torch.Tensor:
+    def _attack(self, ctx: AttackContext) -> Generator[StepInfo, Optional[bool], torch.Tensor]:
         a = self.step_size if self.step_size is not None else self.eps / self.steps
-        return iterate(ctx, eps=self.eps, norm=self.norm, steps=self.steps, step_size=a, rand_init=False,
-                       restarts=1, stop_on_success=self.stop_on_success)
+        return (yield from iterate(ctx, eps=self.eps, norm=self.norm, steps=self.steps, step_size=a, rand_init=False,
+                       restarts=1, stop_on_success=self.stop_on_success))
 
 
 @dataclass
@@ -149,11 +150,11 @@ class PGD(Attack):
     restarts: int = 1
     stop_on_success: bool = False
 
-    def _attack(self, ctx: AttackContext) -> torch.Tensor:
+    def _attack(self, ctx: AttackContext) -> Generator[StepInfo, Optional[bool], torch.Tensor]:
         a = self.step_size if self.step_size is not None else default_step_size(self.eps, self.steps)
-        return iterate(ctx, eps=self.eps, norm=self.norm, steps=self.steps, step_size=a,
+        return (yield from iterate(ctx, eps=self.eps, norm=self.norm, steps=self.steps, step_size=a,
                        rand_init=self.random_start, restarts=self.restarts,
-                       stop_on_success=self.stop_on_success)
+                       stop_on_success=self.stop_on_success))
 
 
 @dataclass
@@ -168,7 +169,7 @@ class MIFGSM(Attack):
     norm: str = "linf"
     stop_on_success: bool = False
 
-    def _attack(self, ctx: AttackContext) -> torch.Tensor:
+    def _attack(self, ctx: AttackContext) -> Generator[StepInfo, Optional[bool], torch.Tensor]:
         a = self.step_size if self.step_size is not None else self.eps / self.steps
-        return iterate(ctx, eps=self.eps, norm=self.norm, steps=self.steps, step_size=a, rand_init=False,
-                       restarts=1, stop_on_success=self.stop_on_success, momentum=self.decay)
+        return (yield from iterate(ctx, eps=self.eps, norm=self.norm, steps=self.steps, step_size=a, rand_init=False,
+                       restarts=1, stop_on_success=self.stop_on_success, momentum=self.decay))

@@ -19,11 +19,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import ClassVar, Optional
+from typing import ClassVar, Generator, Optional
 
 import torch
 
-from .base import Attack, AttackContext, AttackError, push_until_rounded_success
+from .base import Attack, AttackContext, AttackError, StepInfo, push_until_rounded_success
 from .norms import project
 
 _TINY = 1e-12
@@ -90,7 +90,7 @@ class DeepFool(_MarginTelemetry, Attack):
         if self.candidates < 1:
             raise AttackError(f"candidates must be at least 1, got {self.candidates}")
 
-    def _attack(self, ctx: AttackContext) -> torch.Tensor:
+    def _attack(self, ctx: AttackContext) -> Generator[StepInfo, Optional[bool], torch.Tensor]:
         if ctx.num_classes < 2:
             raise AttackError("DeepFool needs a classifier with at least two classes")
         clean, labels = ctx.clean, ctx.labels
@@ -115,8 +115,8 @@ class DeepFool(_MarginTelemetry, Attack):
             logits = ctx.forward(xg)
             margin = adversarial_margin(logits.detach(), labels[idx], False)
             succ = ctx.success_of(logits.detach(), idx)
-            if ctx.report(t, 0, idx, logits.detach(), margin, x,
-                          adv.clone() if ctx.tele.keep_images else None):
+            if (yield from ctx.report(t, 0, idx, logits.detach(), margin, x,
+                                      adv.clone() if ctx.tele.keep_images else None)):
                 ctx.final_step = t
                 return adv
             found[idx[succ]] = True
@@ -260,7 +260,7 @@ class CarliniWagnerL2(_MarginTelemetry, Attack):
         if not math.isfinite(self.confidence) or self.confidence < 0:
             raise AttackError(f"confidence must be a non-negative number, got {self.confidence}")
 
-    def _attack(self, ctx: AttackContext) -> torch.Tensor:
+    def _attack(self, ctx: AttackContext) -> Generator[StepInfo, Optional[bool], torch.Tensor]:
         if ctx.num_classes < 2:
             raise AttackError("C&W needs a classifier with at least two classes")
         clean = ctx.clean
@@ -322,7 +322,7 @@ class CarliniWagnerL2(_MarginTelemetry, Attack):
                 if ctx.tele.keep_images:
                     full = best_adv.clone()
                     full[idx] = x
-                if ctx.report(s, rnd, idx, logits, margin, x, full):
+                if (yield from ctx.report(s, rnd, idx, logits, margin, x, full)):
                     ctx.final_step = s
                     return best_adv
                 with torch.no_grad():
