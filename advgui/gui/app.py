@@ -6,6 +6,9 @@ imports torch and loads the last (or the demo) model and images, with a visible 
 Hidden options for screenshots and benchmarks: ``--autorun [run|batch|demo]`` (or ``ADVGUI_AUTORUN``)
 starts an attack once everything is loaded; ``ADVGUI_FIRST_PAINT=1`` prints the seconds from
 ``ADVGUI_LAUNCH_T0`` (a ``time.time()`` stamp taken by the launcher) to the first paint, and quits.
+``ADVGUI_SMOKE=1`` (CI's check of the README's first command) loads the demo, presses F5, checks that the
+three image views and the curves were drawn, prints one ``smoke: ...`` line and quits with 0, or 1 when
+something is missing or nothing happened within ``ADVGUI_SMOKE_TIMEOUT`` seconds (default 240).
 """
 from __future__ import annotations
 
@@ -97,6 +100,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         except Exception:  # noqa: BLE001
             pass
 
+    if os.environ.get("ADVGUI_SMOKE"):
+        _smoke(app, win)
+
     old_hook = sys.excepthook
     sys.excepthook = excepthook
     win.show()
@@ -110,6 +116,42 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     win.deleteLater()
     app.processEvents()
     return rc
+
+
+def _smoke(app: QApplication, win) -> None:
+    """See the module docstring: one real F5 on the demo, checked, then quit."""
+    from PySide6.QtGui import QKeyEvent
+    from PySide6.QtCore import Qt
+
+    def fail(why: str) -> None:
+        print(f"smoke: FAILED: {why}", flush=True)
+        app.exit(1)
+
+    def finished(_fin) -> None:
+        views = win.explore.views
+        missing = [n for n, v in (("original", views.orig), ("adversarial", views.adv), ("difference", views.diff))
+                   if v.item.image is None]
+        lengths = win.explore.plots.curve_lengths()
+        if missing or min(lengths) < 2:
+            fail(f"views without a picture: {missing or 'none'}; curve points: {lengths}")
+            return
+        print(f"smoke: ok: model {win.model.request.spec}, {len(win.images.image_set)} images, "
+              f"attack drew all three views and {lengths[0]} curve points", flush=True)
+        app.exit(0)
+
+    def ready() -> None:
+        win.explore.run_finished.connect(finished)
+        win.activateWindow()
+        # what a person does: F5 (the Run shortcut)
+        for kind in (QEvent.Type.KeyPress, QEvent.Type.KeyRelease):
+            QApplication.sendEvent(win, QKeyEvent(kind, Qt.Key.Key_F5, Qt.KeyboardModifier.NoModifier))
+        if win.explore.worker is None:
+            win.act_run.trigger()       # offscreen platforms may not route shortcuts to an inactive window
+
+    win.ready.connect(ready)
+    win.error_shown.connect(lambda msg: fail(f"error banner: {msg}"))
+    QTimer.singleShot(int(float(os.environ.get("ADVGUI_SMOKE_TIMEOUT", "240")) * 1000),
+                      lambda: fail("timed out"))
 
 
 if __name__ == "__main__":  # pragma: no cover
