@@ -15,7 +15,6 @@ import json
 import os
 import platform
 import shutil
-import tempfile
 import time
 from collections import Counter
 from pathlib import Path, PurePosixPath
@@ -26,6 +25,7 @@ import torch
 from PIL import Image
 
 from .data import ImageSet, Skipped
+from .fileio import atomic_write_bytes, atomic_write_text
 from .models import Classifier
 from .runner import BatchResult, SetSummary
 
@@ -53,30 +53,6 @@ def versions() -> dict[str, str]:
         tv = None
     return {"advgui": __version__, "torch": torch.__version__, "torchvision": tv,
             "numpy": np.__version__, "python": platform.python_version()}
-
-
-# -- atomic writes ---------------------------------------------------------------------------------------
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def png_bytes(img: torch.Tensor) -> bytes:

@@ -206,11 +206,8 @@ def save_weights(path: str | os.PathLike, model: nn.Module, *, arch: str, class_
             "std": json.dumps(list(std)), "input_size": json.dumps(list(input_size)),
             "channels": str(channels), "format": "advgui-weights-1"}
     meta.update(extra or {})
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(state, str(tmp), metadata=meta)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
-    return path
+    from .fileio import atomic_write_with
+    return atomic_write_with(path, lambda tmp: save_file(state, str(tmp), metadata=meta))
 
 
 def _is_torchscript(path: Path) -> bool:

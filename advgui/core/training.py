@@ -25,13 +25,11 @@ import io
 import json
 import math
 import os
-import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
-import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -41,7 +39,8 @@ from .attacks.base import model_as_found
 from .attacks.gradient import default_step_size
 from .attacks.norms import project, random_start, step_direction
 from .data import DataError, digits_dataset, open_images
-from .evaluate import Cancel, is_cancelled, write_atomic
+from .evaluate import Cancel, is_cancelled
+from .fileio import atomic_write_text
 from .models import DIGITS_ARCH, Classifier, DigitsCNN, ModelError, save_weights
 
 METHODS = ("pgd", "fgsm-rs", "clean")
@@ -576,7 +575,7 @@ def write_epoch_csv(history: Sequence[EpochRecord], path: str | os.PathLike) -> 
     w.writeheader()
     for r in history:
         w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in asdict(r).items()})
-    return write_atomic(path, buf.getvalue())
+    return atomic_write_text(path, buf.getvalue())
 
 
 def write_log(result: TrainResult, csv_path: str | os.PathLike, json_path: str | os.PathLike,
@@ -584,7 +583,7 @@ def write_log(result: TrainResult, csv_path: str | os.PathLike, json_path: str |
     """Write the per-epoch log as CSV and the whole run (config, epochs, events) as JSON, atomically."""
     c = write_epoch_csv(result.history, csv_path)
     data = json.dumps(_finite(training_log(result, weights)), indent=2, default=str, allow_nan=False)
-    j = write_atomic(json_path, data + "\n")
+    j = atomic_write_text(json_path, data + "\n")
     return c, j
 
 

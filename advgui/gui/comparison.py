@@ -105,8 +105,9 @@ def save_comparison(path: str | Path, st: DisplayState, plots: Optional[QWidget]
     if path.suffix.lower() != ".png":
         path = path.with_suffix(".png")
     img = render_comparison(st, plots, title)
-    tmp = path.with_name(path.name + ".tmp.png")
-    if not img.save(str(tmp), "PNG"):
-        raise OSError(f"{path}: could not write the PNG")
-    tmp.replace(path)
-    return path
+    from advgui.core.fileio import atomic_write_with
+
+    def write(tmp: Path) -> None:
+        if not img.save(str(tmp), "PNG"):
+            raise OSError(f"{path}: could not write the PNG")
+    return atomic_write_with(path, write)

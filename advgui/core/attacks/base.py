@@ -22,8 +22,8 @@ import hashlib
 import threading
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar, Generator, Iterator, Optional
+from dataclasses import dataclass
+from typing import Callable, ClassVar, Generator, Iterator, Optional
 
 import numpy as np
 import torch
