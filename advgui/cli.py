@@ -14,6 +14,7 @@ import sys
 from typing import Optional, Sequence
 
 from . import __version__
+from .core.errors import UserError
 
 EPILOG = """\
 Run `advgui COMMAND --help` for the options of each command. Examples:
@@ -23,8 +24,10 @@ Run `advgui COMMAND --help` for the options of each command. Examples:
 """
 
 
-class CliError(Exception):
+class CliError(UserError):
     """A user mistake on the command line: printed as one line, exit code 2."""
+
+    code = "cli"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -53,16 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
-    from .core.attacks.base import AttackError
-    from .core.data import DataError, ImageError
-    from .core.models import ModelError
-    errors: list[type[BaseException]] = [CliError, ModelError, DataError, ImageError, AttackError]
-    try:
-        from .core.export import ExportError
-        errors.append(ExportError)
-    except ImportError:  # pragma: no cover
-        pass
-    return tuple(errors)
+    return (UserError,)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -17,17 +17,22 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .models import Preprocess, resource_path
+from .errors import UserError
 
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm",
                     ".pbm", ".pnm", ".tga", ".jp2", ".ico"}
 
 
-class DataError(ValueError):
+class DataError(UserError):
     """An image set could not be opened at all (missing path, nothing readable)."""
 
+    code = "data"
 
-class ImageError(ValueError):
+
+class ImageError(UserError):
     """One image could not be used; the message is the reason."""
+
+    code = "image"
 
 
 @dataclass

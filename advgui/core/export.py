@@ -28,6 +28,7 @@ from .data import ImageSet, Skipped
 from .fileio import atomic_write_bytes, atomic_write_text
 from .models import Classifier
 from .runner import BatchResult, SetSummary
+from .errors import UserError
 
 MANIFEST_JSON = "manifest.json"
 MANIFEST_CSV = "manifest.csv"
@@ -40,8 +41,10 @@ CSV_FIELDS = ["source", "source_rel", "clean_png", "adv_png", "adv_float", "true
               "l0", "first_success_step"]
 
 
-class ExportError(ValueError):
+class ExportError(UserError):
     """The output folder cannot be used as asked; the message says why."""
+
+    code = "export"
 
 
 def versions() -> dict[str, str]:

@@ -22,10 +22,13 @@ from typing import Any, Optional, Sequence
 
 import torch
 import torch.nn as nn
+from .errors import UserError
 
 
-class ModelError(ValueError):
+class ModelError(UserError):
     """A model could not be opened; the message says which file and why."""
+
+    code = "model"
 
 
 # -- the built-in demo architecture ----------------------------------------------------------------

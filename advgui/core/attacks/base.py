@@ -28,12 +28,15 @@ from typing import Callable, ClassVar, Generator, Iterator, Optional
 import numpy as np
 import torch
 import torch.nn.functional as F
+from ..errors import UserError
 
 TOPK = 5
 
 
-class AttackError(ValueError):
+class AttackError(UserError):
     """A user-facing problem with an attack's parameters or inputs."""
+
+    code = "attack"
 
 
 @dataclass
