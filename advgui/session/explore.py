@@ -60,8 +60,8 @@ class ExploreRun:
         return class_name(self.s.class_names, i)
 
     def reset(self) -> None:
-        self.s.runner.cancel("attack")
-        self.s.runner.cancel("classify")
+        self.s.runner.discard("attack")
+        self.s.runner.discard("classify")
         self.mode = "empty"
         self.clean, self.final, self.request, self._batch = None, None, None, None
         self.history = StepHistory()
@@ -107,6 +107,7 @@ class ExploreRun:
         self.mode = "live"
         self.frame = 0
         self.follow = True
+        s.runner.discard("classify")       # the attack classifies the image itself
         s.runner.start("attack", jobs.attack_image, s.model.classifier, s.images.image_set, i, req, clean,
                        on_yield=self._on_yield, on_return=self._on_final, on_error=self._on_error)
         s.set_status(f"Attacking {s.images.image_set.items[i].rel}…", busy=True)

@@ -145,6 +145,14 @@ class Runner:
         if job is not None:
             job.cancel()
 
+    def discard(self, key: str) -> None:
+        """Cancel the job under ``key`` and drop everything it would still deliver (its result is no longer
+        wanted: another request made it pointless)."""
+        job = self._jobs.get(key)
+        if job is not None:
+            job.superseded = True
+            job.cancel()
+
     def running(self) -> list[Job]:
         return [j for j in list(self._all) if j.running]
 

@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from advgui.session import ModelRequest, Session, SettingsStore
+from advgui.session import SettingsStore
 
 from .conftest import pump
 
