@@ -8,13 +8,14 @@ from typing import Any, Optional
 
 from PySide6.QtCore import QAbstractTableModel, QModelIndex, QSortFilterProxyModel, Qt
 from PySide6.QtGui import QBrush, QColor
-from PySide6.QtWidgets import (QAbstractItemView, QFileDialog, QHBoxLayout, QHeaderView, QLabel, QMessageBox,
-                               QProgressBar, QPushButton, QSpinBox, QTableView, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (QAbstractItemView, QDialog, QDialogButtonBox, QFileDialog, QHBoxLayout, QHeaderView,
+                               QLabel, QLineEdit, QMessageBox, QProgressBar, QPushButton, QSpinBox, QTableView,
+                               QVBoxLayout, QWidget)
 
 from advgui.session import Session
 from advgui.session.records import BatchRows
 
-from .widgets import ElidedLabel
+from .widgets import ElidedLabel, plain
 
 COLUMNS = ["Image", "True", "Clean", "Adversarial", "Fooled", "8-bit", "L∞/255", "L2", "Flip"]
 TIPS = ["Image file (relative to the opened folder)", "True label (folder name), or the clean prediction",
@@ -267,14 +268,10 @@ class BatchTab(QWidget):
         return self.model.rowCount()
 
     # -- export ------------------------------------------------------------------------------------------------
-    def export_dialog(self) -> None:
-        dlg = QFileDialog(self, "Export the adversarial set to a folder")
-        dlg.setFileMode(QFileDialog.FileMode.Directory)
-        dlg.setOption(QFileDialog.Option.ShowDirsOnly, True)
-        dlg.setLabelText(QFileDialog.DialogLabel.Accept, "Export here")
-        # a folder that does not exist yet is accepted: the export creates it ("New Folder" works too)
-        if dlg.exec() and dlg.selectedFiles():
-            self.b.export(dlg.selectedFiles()[0])
+    def export_dialog(self) -> "ExportDialog":
+        dlg = ExportDialog(self.s, self)
+        dlg.open()
+        return dlg
 
     def _export_started(self, folder: str, total: int) -> None:
         self.export_progress.setRange(0, max(1, total))
@@ -334,3 +331,55 @@ class BatchTab(QWidget):
             self.b.export(folder, overwrite=True)
         elif mode == "other":
             self.export_dialog()
+
+
+class ExportDialog(QDialog):
+    """Where to export: a folder path that may not exist yet (it is created), or one picked with Browse…
+    (whose folder chooser can also create one); and what will be written."""
+
+    def __init__(self, session: Session, parent: Optional[QWidget] = None) -> None:
+        super().__init__(parent)
+        self.s = session
+        self.setWindowTitle("Export the adversarial set")
+        self.setMinimumWidth(480)
+        lay = QVBoxLayout(self)
+        row = QHBoxLayout()
+        self.path = QLineEdit(session.settings.get_str("export/last_parent", ""))
+        self.path.setPlaceholderText("a new or empty folder, e.g. ~/adv/pgd-8")
+        browse = QPushButton("Browse…")
+        row.addWidget(QLabel("Folder"))
+        row.addWidget(self.path, 1)
+        row.addWidget(browse)
+        lay.addLayout(row)
+        b = session.batch
+        req = b.request if b.results else session.attack.request()
+        n = len(session.images.image_set) if session.images is not None else 0
+        reuse = sum(len(r) for r in b.reusable_results(req))
+        what = plain(QLabel(f"{n} images, {session.attack.describe(session.class_names) if not b.results else b.attack_text}"
+                            + (f"; the {reuse} from the batch run are written as they are, the rest attacked now"
+                               if reuse and reuse < n else "; written from the batch run" if reuse else
+                               "; attacked now") + ". Files: clean/, adv/, adv_float/, manifest.csv, manifest.json."))
+        what.setWordWrap(True)
+        lay.addWidget(what)
+        self.buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Cancel)
+        self.ok = self.buttons.addButton("Export", QDialogButtonBox.ButtonRole.AcceptRole)
+        lay.addWidget(self.buttons)
+        browse.clicked.connect(self._browse)
+        self.buttons.accepted.connect(self.accept)
+        self.buttons.rejected.connect(self.reject)
+        self.path.textChanged.connect(lambda t: self.ok.setEnabled(bool(t.strip())))
+        self.ok.setEnabled(bool(self.path.text().strip()))
+
+    def _browse(self) -> None:
+        p = QFileDialog.getExistingDirectory(self, "Choose or create an export folder", self.path.text())
+        if p:
+            self.path.setText(p)
+
+    def accept(self) -> None:
+        import os
+        text = os.path.expanduser(self.path.text().strip())
+        if not text:
+            return
+        self.s.settings.set("export/last_parent", text)
+        self.s.batch.export(text)
+        super().accept()

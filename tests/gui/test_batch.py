@@ -125,3 +125,14 @@ def test_export_cancel_then_resume_from_the_question(qtbot, window, tmp_path):
         resume.click()
     manifest = json.loads(open(fin.args[0], encoding="utf-8").read())
     assert manifest["complete"] and len({r["source"] for r in manifest["images"]}) == 50
+
+
+def test_export_dialog_takes_a_folder_that_does_not_exist_yet(qtbot, window, tmp_path):
+    w = window
+    set_attack(w, "fgsm", eps=16 / 255)
+    dlg = w.tab["Batch"].export_dialog()
+    target = tmp_path / "brand" / "new"
+    qtbot.keyClicks(dlg.path, str(target))
+    with qtbot.waitSignal(w.s.batch.export_finished, timeout=120_000):
+        qtbot.mouseClick(dlg.ok, Qt.MouseButton.LeftButton)
+    assert (target / "manifest.json").exists() and len(list((target / "adv").rglob("*.png"))) == 50
