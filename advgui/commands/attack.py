@@ -152,6 +152,8 @@ def run(args: argparse.Namespace) -> int:
     attack = build_attack(args)  # parameter errors before loading anything
     import torch
     clf = load_model_from_args(args)
+    from ..core.attacks.base import check_attack_fits
+    check_attack_fits(attack, clf)      # a black-box model refuses gradient attacks before any work
     images = open_images(args.images, clf.class_names)
     target = resolve_target(args.target, clf.class_names)
     if target is not None and not attack.supports_targeted:
