@@ -306,9 +306,11 @@ def _inspect_pickle(p: Path, info: ModelFileInfo) -> ModelFileInfo:
         info.needs.append("trust")
         info.spec = str(p)
         modules = [g for g in globs if not g.startswith(("torch.", "collections.", "builtins.", "numpy."))]
-        looks_module = any(".nn.modules." in g or g.startswith("torchvision.models.") for g in globs) or modules
+        classes = [g for g in modules if g.rsplit(".", 1)[-1][:1].isupper()]
+        looks_module = any(".nn.modules." in g or g.startswith(("torchvision.models.", "timm.models."))
+                           for g in globs) or bool(classes)
         info.kind, info.family = ("pickled-model", "pickle") if looks_module else ("pickle", "pickle")
-        top = modules[0] if modules else (globs[0] if globs else "unknown objects")
+        top = (classes or modules or globs or ["unknown objects"])[0]
         info.summary = f"a pickle of Python objects ({top}); unpickling runs code: open only if you trust its source"
         main = [g for g in globs if g.startswith("__main__.")]
         if main:

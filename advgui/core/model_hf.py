@@ -179,25 +179,33 @@ def open_hf(folder: Path, *, trust_code: bool = False) -> Opened:
             weights_only = False
     pre = preprocessing(folder, config)
     transformers = require_extra("transformers", f"{folder} (a Hugging Face model)")
+    # ignore_mismatched_sizes: transformers then reports the mis-shaped keys instead of raising without them;
+    # advgui refuses the model below with the keys named
     kwargs: dict[str, Any] = dict(local_files_only=True, output_loading_info=True, dtype=torch.float32,
-                                  weights_only=weights_only)
+                                  weights_only=weights_only, ignore_mismatched_sizes=True)
     if remote:
         kwargs["trust_remote_code"] = True          # trusted: --trust-code
     hf_logging = transformers.utils.logging
-    bars = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()       # its "Loading weights" bar would interleave with advgui's output
+    bars, verbosity = hf_logging.is_progress_bar_enabled(), hf_logging.get_verbosity()
+    hf_logging.disable_progress_bar()       # its "Loading weights" bar and load report would interleave with
+    hf_logging.set_verbosity_error()        # advgui's output; problems become one ModelError below
     try:
         model, info = transformers.AutoModelForImageClassification.from_pretrained(str(folder), **kwargs)
     except (OSError, ValueError, RuntimeError, KeyError, TypeError, AttributeError) as e:
         raise _from_pretrained_error(folder, e) from None
     finally:
+        hf_logging.set_verbosity(verbosity)
         if bars:
             hf_logging.enable_progress_bar()
     info = info or {}
     missing = [str(k) for k in info.get("missing_keys", []) or []]
     unexpected = [str(k) for k in info.get("unexpected_keys", []) or []]
-    mism = [" ".join(str(v) for v in (m if isinstance(m, (list, tuple)) else [m]))
-            for m in info.get("mismatched_keys", []) or []]
+    mism = sorted(f"{m[0]} {tuple(m[1])} vs {tuple(m[2])}" if isinstance(m, (list, tuple)) and len(m) == 3
+                  else str(m) for m in info.get("mismatched_keys", []) or [])
+    errors = [str(m) for m in info.get("error_msgs", []) or []]
+    if errors and not (missing or unexpected or mism):
+        raise ModelError(f"{folder}: cannot load the weights ({errors[0].splitlines()[0]})", code="weights-mismatch",
+                         path=str(folder), missing=[], unexpected=[], mismatched=[])
     if missing or unexpected or mism:
         parts = []
         if mism:

@@ -156,7 +156,9 @@ def _num_outputs(net: nn.Module) -> Optional[int]:
             last = m
     if isinstance(last, nn.Linear):
         return int(last.out_features)
-    return None     # squeezenet's conv head: let the probe count
+    if isinstance(last, nn.Conv2d) and last.kernel_size == (1, 1):
+        return int(last.out_channels)      # squeezenet's head is a 1×1 convolution
+    return None
 
 
 # -- pretrained weights: cache first, download only when allowed ---------------------------------------------
