@@ -302,12 +302,13 @@ def test_onnx_dynamic_size_needs_input_size(tmp_path):
     assert load_model(str(f), input_size=48, device="cpu").input_size == (48, 48)
 
 
-def _graph(path: Path, op: str = "Mish", two_inputs: bool = False, opset: int = 18) -> None:
+def _graph(path: Path, op: str = "Mish", two_inputs: bool = False, opset: int = 18, shared_bias: bool = False) -> None:
     from onnx import TensorProto, helper, numpy_helper
     rng = np.random.default_rng(0)
     w = numpy_helper.from_array(rng.normal(size=(4, 3, 3, 3)).astype(np.float32), "w")
     fc = numpy_helper.from_array(rng.normal(size=(4, 3)).astype(np.float32), "fc")
-    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+    conv_in = ["x", "w"] + (["bias"] if shared_bias else [])
+    nodes = [helper.make_node("Conv", conv_in, ["c"], pads=[1, 1, 1, 1]),
              helper.make_node(op, ["c"], ["a"]),
              helper.make_node("GlobalAveragePool", ["a"], ["p"]),
              helper.make_node("Flatten", ["p"], ["f"]),
@@ -316,11 +317,31 @@ def _graph(path: Path, op: str = "Mish", two_inputs: bool = False, opset: int = 
     if two_inputs:
         inputs.append(helper.make_tensor_value_info("mask", TensorProto.FLOAT, ["n", 1, 16, 16]))
         nodes[1] = helper.make_node("Mul", ["c", "mask"], ["a"])
+    inits = [w, fc]
+    if shared_bias:      # torch.onnx shares equal constants through Identity nodes (e.g. zero biases)
+        inits.append(numpy_helper.from_array(rng.normal(size=(4,)).astype(np.float32), "b0"))
+        nodes.insert(0, helper.make_node("Identity", ["b0"], ["bias"]))
+        nodes[1].output[0] = "c0"
+        nodes.insert(2, helper.make_node("Identity", ["c0"], ["c"]))   # an Identity on an activation
     g = helper.make_graph(nodes, "g", inputs, [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 3])],
-                          [w, fc])
+                          inits)
     model = helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)])
     model.ir_version = 9
     onnx.save(model, str(path))
+
+
+def test_onnx_export_patterns_onnx2torch_lacks_still_convert(tmp_path):
+    """Identity of opset 19 (no onnx2torch 1.5 converter) feeding a Conv's bias (onnx2torch wants an
+    initializer there): folded and bridged, then verified against onnxruntime."""
+    f = tmp_path / "shared.onnx"
+    _graph(f, "Relu", opset=19, shared_bias=True)
+    clf = load_model(str(f), device="cpu")
+    d = clf.describe()
+    assert d["white_box"] and d["onnx_check"]["agree"] and d["onnx_check"]["max_abs_diff"] <= TOL
+    assert any("Identity 19" in n for n in d["notes"])
+    x = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        assert np.abs(clf(x).numpy() - _ort(f, x)).max() <= TOL
 
 
 def test_onnx_unconvertible_operator_opens_black_box(tmp_path):

@@ -450,6 +450,9 @@ def _inspect_onnx(p: Path, info: ModelFileInfo) -> ModelFileInfo:
     if names:
         info.class_names = names
     info.mean, info.std = _json_floats(meta, "mean"), _json_floats(meta, "std")
+    from .model_onnx import bridge_newer_opsets, fold_identity_initializers
+    fold_identity_initializers(model)   # as load_model does before converting
+    bridge_newer_opsets(model)          # and older converters for newer opsets
     missing = unsupported_operators(model)
     info.white_box = not missing
     info.details["unsupported_operators"] = missing

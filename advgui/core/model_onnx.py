@@ -114,10 +114,14 @@ def describe_input(model: Any) -> dict[str, Any]:
             "elem_type": int(inp.type.tensor_type.elem_type), "layout": "NHWC" if nhwc else "NCHW"}
 
 
+def _opsets(model: Any) -> dict[str, int]:
+    return {o.domain or "": o.version for o in model.opset_import}
+
+
 def unsupported_operators(model: Any) -> list[str]:
     """Operators onnx2torch has no converter for ("Op (domain, opset N)"), found without converting."""
     from onnx2torch.node_converters.registry import get_converter
-    opsets = {o.domain or "": o.version for o in model.opset_import}
+    opsets = _opsets(model)
     missing: list[str] = []
     for node in model.graph.node:
         domain = node.domain or ""
@@ -129,6 +133,65 @@ def unsupported_operators(model: Any) -> list[str]:
             if label not in missing:
                 missing.append(label)
     return missing
+
+
+def fold_identity_initializers(model: Any) -> int:
+    """Replace ``Identity`` nodes that only rename an initializer by a copy of it under the new name (torch.onnx
+    shares equal constants that way, e.g. the zero biases of folded BatchNorms; onnx2torch then cannot find a
+    Conv's bias among the initializers). Same graph semantics; returns the number of nodes folded."""
+    graph = model.graph
+    inits = {i.name: i for i in graph.initializer}
+    outputs = {o.name for o in graph.output}
+    folded = 0
+    for node in list(graph.node):
+        if node.op_type == "Identity" and len(node.input) == 1 and node.input[0] in inits \
+                and node.output[0] not in outputs and node.output[0] not in inits:
+            t = graph.initializer.add()
+            t.CopyFrom(inits[node.input[0]])
+            t.name = node.output[0]
+            inits[t.name] = t
+            graph.node.remove(node)
+            folded += 1
+    return folded
+
+
+_BRIDGED: dict[Any, int] = {}   # converters advgui registered under a newer opset -> the version they come from
+
+
+def bridge_newer_opsets(model: Any) -> list[str]:
+    """onnx2torch lags the ONNX opsets (``Identity`` of opset 19, which torch.onnx emits, has no converter in
+    1.5): for an operator whose newer version is missing, register the newest older converter of the same
+    operator under the newer version. The conversion check against onnxruntime then verifies the result, so a
+    semantic change between versions shows up as a disagreement (and the model opens black-box).
+    Returns the bridged operators ("Identity 19 ← 16")."""
+    from onnx import defs
+    from onnx2torch.node_converters.registry import _CONVERTER_REGISTRY, OperationDescription
+    opsets = _opsets(model)
+    bridged: list[str] = []
+    for node in model.graph.node:
+        domain = node.domain or ""
+        opset = opsets.get(domain, opsets.get("ai.onnx", 0))
+        try:
+            since = defs.get_schema(node.op_type, max_inclusive_version=opset, domain=domain).since_version
+        except Exception:  # noqa: BLE001 - an operator onnx does not know: nothing to bridge
+            continue
+        want = OperationDescription(domain=domain, operation_type=node.op_type, version=since)
+        if want in _BRIDGED:
+            label = f"{node.op_type} {since} ← {_BRIDGED[want]}"
+            if label not in bridged:
+                bridged.append(label)
+            continue
+        if want in _CONVERTER_REGISTRY:
+            continue
+        older = [d for d in _CONVERTER_REGISTRY
+                 if d.domain == domain and d.operation_type == node.op_type and d.version < since]
+        if not older:
+            continue
+        best = max(older, key=lambda d: d.version)
+        _CONVERTER_REGISTRY[want] = _CONVERTER_REGISTRY[best]
+        _BRIDGED[want] = best.version
+        bridged.append(f"{node.op_type} {since} ← {best.version}")
+    return bridged
 
 
 def read_metadata(model: Any) -> dict[str, str]:
@@ -212,13 +275,6 @@ def open_onnx(path: Path, *, input_size: Any = None, channels: Optional[int] = N
     providers = ["CPUExecutionProvider"]
     if torch.cuda.is_available() and "CUDAExecutionProvider" in ort.get_available_providers():
         providers.insert(0, "CUDAExecutionProvider")
-    try:
-        session = ort.InferenceSession(str(path), providers=providers)
-    except Exception as e:  # noqa: BLE001 - onnxruntime's own exception types
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ModelError(f"{path}: onnxruntime cannot load the graph ({msg})", code="corrupt-file", path=str(path),
-                         reason=msg) from None
-    ort_net = OnnxRuntimeNet(session, name, outputs[0], nhwc, per_sample, "", str(path))
 
     # the images both engines classify for the check: seeded, in [0, 1], normalised as the wrapper will
     g = torch.Generator().manual_seed(CHECK_SEED)
@@ -226,33 +282,61 @@ def open_onnx(path: Path, *, input_size: Any = None, channels: Optional[int] = N
     if mean is not None and std is not None and len(mean) in (1, c) and len(std) in (1, c):
         x = (x - torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)) / \
             torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
-    try:
-        ref = ort_net.run_numpy(np.ascontiguousarray(ort_net.to_graph(x).numpy()))
-    except Exception as e:  # noqa: BLE001
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ModelError(f"{path}: onnxruntime cannot run the graph on {c}×{h}×{w} images ({msg})",
-                         code="bad-input-size", path=str(path), input=name, dims=dims) from None
-    if ref.ndim != 2:
-        raise ModelError(f"{path}: the output {outputs[0]!r} has shape {list(ref.shape)}; expected (N, classes)",
-                         code="bad-output", path=str(path))
-    n_out = int(ref.shape[1])
 
-    net: nn.Module
+    def reference() -> tuple[OnnxRuntimeNet, np.ndarray]:
+        """onnxruntime's session and its answer on the check images (runs beside the conversion: onnxruntime
+        releases the GIL, onnx2torch needs it)."""
+        try:
+            session = ort.InferenceSession(str(path), providers=providers)
+        except Exception as e:  # noqa: BLE001 - onnxruntime's own exception types
+            msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise ModelError(f"{path}: onnxruntime cannot load the graph ({msg})", code="corrupt-file",
+                             path=str(path), reason=msg) from None
+        rt = OnnxRuntimeNet(session, name, outputs[0], nhwc, per_sample, "", str(path))
+        try:
+            out = rt.run_numpy(np.ascontiguousarray(rt.to_graph(x).numpy()))
+        except Exception as e:  # noqa: BLE001
+            msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise ModelError(f"{path}: onnxruntime cannot run the graph on {c}×{h}×{w} images ({msg})",
+                             code="bad-input-size", path=str(path), input=name, dims=dims) from None
+        if out.ndim != 2:
+            raise ModelError(f"{path}: the output {outputs[0]!r} has shape {list(out.shape)}; expected "
+                             "(N, classes)", code="bad-output", path=str(path))
+        return rt, out
+
     reason, operator, check = None, None, {"images": CHECK_IMAGES, "max_abs_diff": None, "agree": None,
                                            "tolerance": AGREE_TOL, "runtime": f"onnxruntime {ort.__version__}"}
+    fold_identity_initializers(model)       # the torch copy only; onnxruntime runs the file as it is
+    bridged = bridge_newer_opsets(model)
+    if bridged:
+        notes.append(f"onnx2torch converters of older opsets used for {', '.join(bridged)} (checked against "
+                     "onnxruntime)")
     missing = unsupported_operators(model)
-    if missing:
-        operator = missing[0].split(" ")[0]
-        reason = f"onnx2torch cannot convert operator {missing[0]}" + \
-                 (f" and {len(missing) - 1} more" if len(missing) > 1 else "")
-    else:
-        if progress is not None:
-            progress(LoadProgress("convert", 0, 1, str(path)))
-        import onnx2torch
-        t0 = time.perf_counter()
+    torch_net: Optional[nn.Module] = None
+    from concurrent.futures import ThreadPoolExecutor
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="advgui-onnxruntime") as pool:
+        ref_future = pool.submit(reference)
+        if missing:
+            operator = missing[0].split(" ")[0]
+            reason = f"onnx2torch cannot convert operator {missing[0]}" + \
+                     (f" and {len(missing) - 1} more" if len(missing) > 1 else "")
+        else:
+            if progress is not None:
+                progress(LoadProgress("convert", 0, 1, str(path)))
+            import onnx2torch
+            t0 = time.perf_counter()
+            try:
+                torch_net = OnnxTorchNet(onnx2torch.convert(model).eval(), nhwc, per_sample).eval()
+            except Exception as e:  # noqa: BLE001 - onnx2torch raises many types
+                msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                reason = f"onnx2torch cannot convert the graph ({msg})"
+                import re
+                m = re.search(r"operation_type='(\w+)'", msg)
+                operator = m.group(1) if m else None
+        ort_net, ref = ref_future.result()
+    n_out = int(ref.shape[1])
+    if torch_net is not None:
         try:
-            module = onnx2torch.convert(model).eval()
-            torch_net = OnnxTorchNet(module, nhwc, per_sample).eval()
             with torch.no_grad():
                 got = torch_net(x).float().numpy()
             diff = float(np.abs(got - ref).max()) if got.shape == ref.shape else float("inf")
@@ -261,16 +345,15 @@ def open_onnx(path: Path, *, input_size: Any = None, channels: Optional[int] = N
                          seconds=round(time.perf_counter() - t0, 3))
             if not check["agree"]:
                 reason = (f"the converted torch model differs from onnxruntime by {diff:.3g}" if np.isfinite(diff)
-                          else f"the converted torch model returns shape {list(got.shape)}, onnxruntime {list(ref.shape)}")
-        except Exception as e:  # noqa: BLE001 - onnx2torch raises many types
+                          else f"the converted torch model returns shape {list(got.shape)}, onnxruntime "
+                               f"{list(ref.shape)}")
+        except Exception as e:  # noqa: BLE001 - a converted module that fails at run time
             msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            reason = f"onnx2torch cannot convert the graph ({msg})"
-            import re
-            m = re.search(r"operation_type='(\w+)'", msg)
-            operator = m.group(1) if m else None
+            reason = f"the converted torch model fails ({msg})"
         if progress is not None:
             progress(LoadProgress("check", 1, 1, str(path)))
-    if reason is None:
+    net: nn.Module
+    if reason is None and torch_net is not None:
         net = torch_net
     else:
         ort_net.reason = reason
