@@ -28,6 +28,9 @@ examples:
   advgui attack --model demo --images demo --attack deepfool                 (smallest perturbation)
   advgui attack --model demo --images demo --attack pgd --eps 0.2 --target 3 --stop-on-success
   advgui attack --model torchvision:resnet18 --weights resnet18.pth --images photos/ --attack fgsm --eps 2/255
+  advgui attack --model timm:resnet18 --weights model.safetensors --images photos/ --attack pgd
+  advgui attack --model hf:vit-folder/ --images photos/ --attack pgd           (Hugging Face save_pretrained)
+  advgui attack --model net.onnx --input-size 224 --images photos/ --attack pgd
 
 attacks: fgsm, bim, pgd, mifgsm (default norm linf), deepfool, cw (default norm l2; eps optional:
 without it they find the smallest perturbation they can, with it the result is also bounded by it).
