@@ -133,10 +133,12 @@ def open_torchvision(spec: str, weights_file: Any = None, *, allow_download: boo
                                  progress=progress, cancel=cancel)
         source = f"torchvision pretrained {arch}:{w.name} ({cache_path(w.url)})"
         classes_meta = {}
-    net = build(arch)
-    n = head_classes(arch, net, state)
-    if n is not None:
-        net = build(arch, n)
+    try:
+        with torch.device("meta"):          # shapes only: no memory, no random initialisation
+            n = head_classes(arch, build(arch), state)
+    except Exception:  # noqa: BLE001 - a few builders compute on tensors (regnet): compare on a real one
+        n = head_classes(arch, build(arch), state)
+    net = build(arch, n)
     load_state_checked(net, state, source)
     out = _num_outputs(net)
     return Opened(net, source, "torchvision", dict(classes_meta),
