@@ -364,6 +364,12 @@ def test_onnx_unconvertible_operator_opens_black_box(tmp_path):
     out = tmp_path / "out"
     assert main(["attack", "--model", str(f), "--images", str(imgs), "--attack", "pgd", "--out", str(out)]) == 2
     assert not out.exists()
+    # training needs gradients too: a copy of the black box refuses in one line
+    import copy
+    twin = copy.deepcopy(clf)
+    with pytest.raises(ModelError, match="black box.*Square") as e:
+        twin(x.clone().requires_grad_(True))
+    assert e.value.code == "black-box-only"
 
 
 def test_onnx_several_inputs_refused(tmp_path, capsys):

@@ -148,7 +148,8 @@ def open_hf(folder: Path, *, trust_code: bool = False) -> Opened:
     folder = Path(folder).expanduser()
     if not folder.is_dir():
         if not folder.exists():
-            raise ModelError(f"{folder}: no such folder", code="no-such-file", path=str(folder))
+            raise ModelError(f"{folder}: no such folder (advgui opens Hugging Face models from local folders "
+                             "saved with save_pretrained, never from the Hub)", code="no-such-file", path=str(folder))
         raise ModelError(f"{folder}: a Hugging Face model is a folder (save_pretrained), not a file",
                          code="not-regular-file", path=str(folder), kind="file")
     config = read_json_config(folder / "config.json", "config.json")

@@ -76,6 +76,11 @@ class OnnxRuntimeNet(_Layout):
         self.reason = reason
         self.source = source
 
+    def __deepcopy__(self, memo: dict) -> "OnnxRuntimeNet":
+        # an InferenceSession cannot be copied; it has no state to protect, so copies share it
+        return OnnxRuntimeNet(self.session, self.input_name, self.output_name, self.nhwc, self.per_sample,
+                              self.reason, self.source)
+
     def run_numpy(self, arr: np.ndarray) -> np.ndarray:
         if self.per_sample and arr.shape[0] != 1:
             return np.concatenate([self.session.run([self.output_name], {self.input_name: arr[i:i + 1]})[0]
