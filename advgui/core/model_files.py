@@ -242,18 +242,26 @@ def _inspect_safetensors(p: Path, info: ModelFileInfo) -> ModelFileInfo:
         info.family = "advgui" if arch in ARCHS else arch.split(":")[0]
         info.spec = str(p)
         if ":" in arch and arch.split(":")[0] == "timm" and not _has("timm"):
-            info.needs.append("extra")
-            info.missing_extra = "models"
+            _needs_extra(info)
         info.summary = f"advgui weights: {arch}, {info.num_classes} classes"
     else:
-        info.kind = "safetensors"
-        info.needs.append("arch")
-        info.load_kwargs = {"weights": str(p)}
-        guess = f" (looks like {info.arch_guesses[0]})" if info.arch_guesses else ""
-        info.summary = f"safetensors weights without an architecture{guess}: choose one"
+        _needs_arch(info, p, "safetensors", "safetensors weights")
     if not info.class_names:
         info.optional.append("labels")
     return info
+
+
+def _needs_extra(info: ModelFileInfo) -> None:
+    info.needs.append("extra")
+    info.missing_extra = "models"
+
+
+def _needs_arch(info: ModelFileInfo, p: Path, kind: str, what: str) -> None:
+    info.kind = kind
+    info.needs.append("arch")
+    info.load_kwargs = {"weights": str(p)}
+    guess = f" (looks like {info.arch_guesses[0]})" if info.arch_guesses else ""
+    info.summary = f"{what} without an architecture{guess}: choose one"
 
 
 def _inspect_torchscript(p: Path, info: ModelFileInfo) -> ModelFileInfo:
@@ -333,15 +341,10 @@ def _inspect_pickle(p: Path, info: ModelFileInfo) -> ModelFileInfo:
         info.spec, info.load_kwargs = f"timm:{arch}", {"weights": str(p)}
         info.details.update(checkpoint_key=w.key, epoch=w.checkpoint.get("epoch"))
         if not _has("timm"):
-            info.needs.append("extra")
-            info.missing_extra = "models"
+            _needs_extra(info)
         info.summary = f"timm training checkpoint: {arch} ({w.key or 'state_dict'}), {info.num_classes} classes"
     else:
-        info.kind = "state-dict"
-        info.needs.append("arch")
-        info.load_kwargs = {"weights": str(p)}
-        guess = f" (looks like {info.arch_guesses[0]})" if info.arch_guesses else ""
-        info.summary = f"a state_dict without an architecture{guess}: choose one"
+        _needs_arch(info, p, "state-dict", "a state_dict")
     if not info.class_names:
         info.optional.append("labels")
     return info
@@ -366,8 +369,7 @@ def _inspect_hf(folder: Path, info: ModelFileInfo) -> ModelFileInfo:
         from .model_hf import image_classifier_names
         check_image_classifier(folder, config, image_classifier_names())
     else:
-        info.needs.append("extra")
-        info.missing_extra = "models"
+        _needs_extra(info)
     files = weight_files(folder)
     info.details["weights_files"] = files
     if not files:
@@ -403,8 +405,7 @@ def _inspect_hf(folder: Path, info: ModelFileInfo) -> ModelFileInfo:
 def _inspect_onnx(p: Path, info: ModelFileInfo) -> ModelFileInfo:
     info.kind, info.family, info.format, info.spec = "onnx", "onnx", "onnx", str(p)
     if not (_has("onnx") and _has("onnxruntime") and _has("onnx2torch")):
-        info.needs.append("extra")
-        info.missing_extra = "models"
+        _needs_extra(info)
         info.summary = "ONNX file (needs the 'models' extra to inspect and open)"
         return info
     import onnx

@@ -23,7 +23,7 @@ from typing import Any, Optional
 import torch
 import torch.nn as nn
 
-from .models import ModelError, Opened, read_config_text, regular_file, require_extra
+from .models import ModelError, Opened, read_config_text, regular_file, require_extra, weights_mismatch
 
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
 # PIL resample codes used by HF image processors
@@ -208,16 +208,7 @@ def open_hf(folder: Path, *, trust_code: bool = False) -> Opened:
         raise ModelError(f"{folder}: cannot load the weights ({errors[0].splitlines()[0]})", code="weights-mismatch",
                          path=str(folder), missing=[], unexpected=[], mismatched=[])
     if missing or unexpected or mism:
-        parts = []
-        if mism:
-            parts.append(f"{len(mism)} of other shape (e.g. {mism[0]})")
-        if missing:
-            parts.append(f"missing {len(missing)} (e.g. {', '.join(sorted(missing)[:2])})")
-        if unexpected:
-            parts.append(f"unexpected {len(unexpected)} (e.g. {', '.join(sorted(unexpected)[:2])})")
-        raise ModelError(f"{folder}: weights do not match the architecture: {'; '.join(parts)}",
-                         code="weights-mismatch", path=str(folder), missing=sorted(missing)[:50],
-                         unexpected=sorted(unexpected)[:50], mismatched=mism[:50])
+        raise weights_mismatch(str(folder), sorted(missing), sorted(unexpected), mism)
     model.eval()
     cfg = model.config
     id2label = getattr(cfg, "id2label", None) or {}

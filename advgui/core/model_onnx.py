@@ -119,18 +119,19 @@ def describe_input(model: Any) -> dict[str, Any]:
             "elem_type": int(inp.type.tensor_type.elem_type), "layout": "NHWC" if nhwc else "NCHW"}
 
 
-def _opsets(model: Any) -> dict[str, int]:
-    return {o.domain or "": o.version for o in model.opset_import}
+def _nodes(model: Any) -> Any:
+    """(node, domain, opset of that domain) for every node of the graph."""
+    opsets = {o.domain or "": o.version for o in model.opset_import}
+    for node in model.graph.node:
+        domain = node.domain or ""
+        yield node, domain, opsets.get(domain, opsets.get("ai.onnx", 0))
 
 
 def unsupported_operators(model: Any) -> list[str]:
     """Operators onnx2torch has no converter for ("Op (domain, opset N)"), found without converting."""
     from onnx2torch.node_converters.registry import get_converter
-    opsets = _opsets(model)
     missing: list[str] = []
-    for node in model.graph.node:
-        domain = node.domain or ""
-        version = opsets.get(domain, opsets.get("ai.onnx", 0))
+    for node, domain, version in _nodes(model):
         try:
             get_converter(node.op_type, version, domain)
         except NotImplementedError:
@@ -171,11 +172,8 @@ def bridge_newer_opsets(model: Any) -> list[str]:
     Returns the bridged operators ("Identity 19 ← 16")."""
     from onnx import defs
     from onnx2torch.node_converters.registry import _CONVERTER_REGISTRY, OperationDescription
-    opsets = _opsets(model)
     bridged: list[str] = []
-    for node in model.graph.node:
-        domain = node.domain or ""
-        opset = opsets.get(domain, opsets.get("ai.onnx", 0))
+    for node, domain, opset in _nodes(model):
         try:
             since = defs.get_schema(node.op_type, max_inclusive_version=opset, domain=domain).since_version
         except Exception:  # noqa: BLE001 - an operator onnx does not know: nothing to bridge

@@ -396,6 +396,21 @@ def _read_state_dict(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str
     return w.state, w.meta
 
 
+def weights_mismatch(source: str, missing: Sequence[str], unexpected: Sequence[str],
+                     mismatched: Sequence[str]) -> ModelError:
+    """One line naming the keys that do not fit; the details list up to 50 of each kind."""
+    parts = []
+    if mismatched:
+        parts.append(f"{len(mismatched)} of other shape (e.g. {mismatched[0]})")
+    if missing:
+        parts.append(f"missing {len(missing)} (e.g. {', '.join(missing[:2])})")
+    if unexpected:
+        parts.append(f"unexpected {len(unexpected)} (e.g. {', '.join(unexpected[:2])})")
+    return ModelError(f"{source}: weights do not match the architecture: {'; '.join(parts)}",
+                      code="weights-mismatch", path=source, missing=list(missing[:50]),
+                      unexpected=list(unexpected[:50]), mismatched=list(mismatched[:50]))
+
+
 def load_state_checked(net: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
     """``load_state_dict`` that names the keys that do not fit (code ``weights-mismatch``)."""
     state = {k.removeprefix("module."): v for k, v in state.items()}
@@ -405,16 +420,7 @@ def load_state_checked(net: nn.Module, state: dict[str, torch.Tensor], source: s
     missing = [k for k in ref if k not in state and not k.endswith("num_batches_tracked")]
     unexpected = [k for k in state if k not in ref]
     if shapes or missing or unexpected:
-        parts = []
-        if shapes:
-            parts.append(f"{len(shapes)} of other shape (e.g. {shapes[0]})")
-        if missing:
-            parts.append(f"missing {len(missing)} (e.g. {', '.join(missing[:2])})")
-        if unexpected:
-            parts.append(f"unexpected {len(unexpected)} (e.g. {', '.join(unexpected[:2])})")
-        raise ModelError(f"{source}: weights do not match the architecture: {'; '.join(parts)}",
-                         code="weights-mismatch", path=source, missing=missing[:50], unexpected=unexpected[:50],
-                         mismatched=shapes[:50])
+        raise weights_mismatch(source, missing, unexpected, shapes)
     try:
         net.load_state_dict(state, strict=False)
     except RuntimeError as e:
