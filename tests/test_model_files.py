@@ -165,3 +165,18 @@ def test_saved_torchvision_weights_name_their_architecture(tmp_path, squeezenet)
     info = inspect_model_file(f)
     assert info.kind == "advgui-weights" and info.arch == "torchvision:squeezenet1_1" and info.needs == []
     assert info.family == "torchvision" and info.class_names == list("abcde")
+
+
+def test_missing_extra_is_a_need_not_a_crash(monkeypatch, tmp_path):
+    import advgui.core.model_files as mf
+    monkeypatch.setattr(mf, "_has", lambda module: False)
+    onnx_file = tmp_path / "m.onnx"
+    onnx_file.write_bytes(b"\x08\x07")
+    info = inspect_model_file(onnx_file)
+    assert info.kind == "onnx" and info.needs == ["extra"] and info.missing_extra == "models" and not info.problem
+    hf = tmp_path / "hf"
+    hf.mkdir()
+    (hf / "config.json").write_text(json.dumps({"model_type": "vit", "id2label": {"0": "a", "1": "b"}}))
+    (hf / "model.safetensors").write_bytes(b"")
+    info = inspect_model_file(hf)
+    assert info.kind == "hf-folder" and info.needs == ["extra"] and info.class_names == ["a", "b"]
