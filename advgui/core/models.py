@@ -679,7 +679,7 @@ def _assemble(op: Opened, spec: str, dev: torch.device, *, labels, mean, std, in
         s = meta_json("input_size", [])
         size = _size_pair(s) if isinstance(s, list) and s else None
     ch = channels or op.channels or (int(meta["channels"]) if "channels" in meta else None)
-    net = op.net.to(dev).eval()
+    net = _to_device(op.net, dev).eval()
     probed = size is None or ch is None
     if probed:
         size, ch = _probe_input(net, dev, size, ch, source)
@@ -735,7 +735,18 @@ def _assemble(op: Opened, spec: str, dev: torch.device, *, labels, mean, std, in
                      interpolation=op.interpolation, white_box=op.white_box, black_box_reason=op.black_box_reason,
                      black_box_operator=op.black_box_operator, onnx_check=op.onnx_check,
                      class_names_source=where, runs_code=op.runs_code, notes=op.notes)
-    return clf.to(dev).eval()
+    clf._mean, clf._std = clf._mean.to(dev), clf._std.to(dev)     # the network is already there
+    return clf.eval()
+
+
+def _to_device(net: nn.Module, dev: torch.device) -> nn.Module:
+    """``net.to(dev)`` unless it is already there (walking a large model costs tens of milliseconds)."""
+    first = next(iter(net.parameters()), None)
+    if first is None:
+        first = next(iter(net.buffers()), None)
+    if first is not None and first.device == dev and all(p.device == dev for p in net.parameters()):
+        return net
+    return net.to(dev)
 
 
 _PROBE_SHAPES = [(3, (224, 224)), (3, (32, 32)), (1, (28, 28)), (3, (299, 299)), (1, (32, 32)), (3, (64, 64))]
