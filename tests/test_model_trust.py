@@ -55,6 +55,19 @@ def test_torchscript_never_runs_without_trust(evil_torchscript, tmp_path):
     _png(imgs / "a.png", 3)
     assert main(["attack", "--model", str(f), "--images", str(imgs), "--attack", "fgsm"]) == 2
     assert victim.read_bytes() == b"keep"
+    # given as a weights file or inside a Hugging Face folder, it is not loaded either
+    with pytest.raises(ModelError, match="TorchScript archive") as e:
+        load_model("torchvision:squeezenet1_1", weights=str(f))
+    assert e.value.code == "needs-trust"
+    pytest.importorskip("transformers")
+    hf = tmp_path / "hf"
+    hf.mkdir()
+    (hf / "config.json").write_text('{"model_type": "vit", "architectures": ["ViTForImageClassification"]}')
+    (hf / "pytorch_model.bin").write_bytes(f.read_bytes())
+    for trust in (False, True):
+        with pytest.raises(ModelError, match="TorchScript archive") as e:
+            load_model(str(hf), trust_code=trust)
+    assert inspect_model_file(hf).problem_code == "corrupt-file"
     # with trust, its forward does run: the test above would notice if refusing stopped working
     clf = load_model(str(f), device="cpu", trust_code=True, input_size=8)
     assert clf.runs_code and victim.read_bytes() == b"XXXX"

@@ -357,7 +357,7 @@ def _inspect_hf(folder: Path, info: ModelFileInfo) -> ModelFileInfo:
     if not (folder / "config.json").exists():
         raise ModelError(f"{folder}: is a folder without config.json; give a model file, or a Hugging Face model "
                          "folder (save_pretrained)", code="not-regular-file", path=str(folder), kind="folder")
-    from .model_hf import check_image_classifier, preprocessing, read_json_config, weight_files
+    from .model_hf import check_image_classifier, check_weight_files, preprocessing, read_json_config, weight_files
     config = read_json_config(folder / "config.json", "config.json")
     info.spec = f"hf:{folder}"
     info.details.update(model_type=config.get("model_type"), architectures=config.get("architectures"))
@@ -375,6 +375,7 @@ def _inspect_hf(folder: Path, info: ModelFileInfo) -> ModelFileInfo:
     if not files:
         raise ModelError(f"{folder}: no weights (model.safetensors or pytorch_model.bin) in the folder",
                          code="needs-weights", path=str(folder), choices=[])
+    check_weight_files(folder, files)
     if not any(f.startswith("model.safetensors") for f in files) and (folder / "pytorch_model.bin").exists():
         from .models import unsafe_pickle_globals
         bad = unsafe_pickle_globals(folder / "pytorch_model.bin") or []

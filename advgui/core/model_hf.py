@@ -87,6 +87,15 @@ def weight_files(folder: Path) -> list[str]:
     return [f for f in WEIGHT_FILES if (folder / f).exists()]
 
 
+def check_weight_files(folder: Path, files: list[str]) -> None:
+    """A ``pytorch_model.bin`` that is a TorchScript archive is code, and no Hugging Face weights at all."""
+    from .models import is_torchscript
+    for f in files:
+        if f.endswith(".bin") and is_torchscript(folder / f):
+            raise ModelError(f"{folder / f}: is a TorchScript archive (code), not Hugging Face weights",
+                             code="corrupt-file", path=str(folder / f), reason="TorchScript archive")
+
+
 def preprocessing(folder: Path, config: dict) -> dict[str, Any]:
     """Size, mean, std, interpolation from ``preprocessor_config.json`` (rescale folded into mean/std)."""
     p = folder / "preprocessor_config.json"
@@ -168,6 +177,7 @@ def open_hf(folder: Path, *, trust_code: bool = False) -> Opened:
                          code="needs-weights", path=str(folder), choices=[])
     for f in files:
         regular_file(folder / f, "weights file")
+    check_weight_files(folder, files)
     pickled = not any(f.startswith("model.safetensors") for f in files)
     weights_only = True
     if pickled and (folder / "pytorch_model.bin").exists():

@@ -360,6 +360,11 @@ def read_weights(path: str | os.PathLike, *, prefer_ema: bool = False) -> Weight
     if path.suffix.lower() == ".safetensors":
         state, meta = read_safetensors(path)
         return WeightsFile(state, meta)
+    if is_torchscript(path):
+        # torch.load would hand a TorchScript archive to torch.jit.load, whose __setstate__ methods are code
+        raise ModelError(f"{path}: is a TorchScript archive (code), not a weights file; open it as the model with "
+                         "--trust-code only if you trust where it came from", code="needs-trust", path=str(path),
+                         format="torchscript")
     bad = unsafe_pickle_globals(path)
     if bad and not set(bad) <= _DATA_GLOBALS:
         raise _pickle_refusal(path, bad)
