@@ -2,13 +2,14 @@
 # Install advgui from this checkout (editable), plus, on Debian/Ubuntu, the system libraries Qt needs
 # when they are missing (a desktop has them; containers and CI machines often don't).
 #   bash scripts/install.sh          the app
-#   bash scripts/install.sh --test   the app and the test tools (pytest, pytest-qt, scikit-learn)
+#   bash scripts/install.sh --test   the app, the test tools (pytest, pytest-qt, scikit-learn) and the 'models'
+#                                    extra (timm, transformers, ONNX), so the model-format tests run too
 set -euo pipefail
 cd "$(dirname "$0")/.."
 extras=""
 case "${1:-}" in
-  --test) extras="[test]" ;;
-  --bench) extras="[test,bench]" ;;
+  --test) extras="[test,models]" ;;
+  --bench) extras="[test,bench,models]" ;;
   "") ;;
   *) echo "usage: bash scripts/install.sh [--test|--bench]" >&2; exit 2 ;;
 esac

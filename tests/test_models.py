@@ -1,4 +1,5 @@
-"""Opening models from specs: demo, torchvision + local weights, TorchScript, safetensors, pickles."""
+"""Opening models from specs: demo, torchvision + local weights, TorchScript, safetensors, pickles; the trust
+boundary (no code runs unasked), regular files only, error codes."""
 from __future__ import annotations
 
 import json
@@ -42,7 +43,7 @@ def squeezenet_weights(tmp_path_factory):
     st = d / "sq.safetensors"
     from safetensors.torch import save_file
     save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(st))
-    x = torch.rand(2, 3, 224, 224)
+    x = torch.rand(2, 3, 64, 64)   # squeezenet takes any size; small keeps the test fast
     return net.eval(), pth, st, x
 
 
@@ -59,30 +60,50 @@ def test_torchvision_with_local_pth_and_safetensors(squeezenet_weights):
             assert torch.allclose(clf(x), net((x - mean) / std), atol=1e-5)
 
 
-def test_torchvision_without_weights_offline_is_a_clear_error(monkeypatch, tmp_path):
+def test_torchvision_without_weights_never_downloads_unasked(monkeypatch, tmp_path):
+    """Choosing an architecture without weights does not start a download (not even online): the error says
+    what to do and carries the cache path and the weight names the window can offer."""
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    monkeypatch.delenv("ADVGUI_OFFLINE", raising=False)
+    import socket
+
+    def no_network(*a, **k):
+        raise AssertionError("a download was attempted")
+    monkeypatch.setattr(socket, "create_connection", no_network)
     t = time.perf_counter()
-    with pytest.raises(ModelError, match="--weights FILE"):
+    with pytest.raises(ModelError, match="--weights FILE") as e:
         load_model("torchvision:squeezenet1_1", device="cpu")
     assert time.perf_counter() - t < 10
+    assert e.value.code == "needs-weights"
+    assert "IMAGENET1K_V1" in e.value.details["choices"] and str(tmp_path) in e.value.details["cache_path"]
+    with pytest.raises(ModelError) as e:
+        load_model("torchvision:squeezenet1_1:IMAGENET1K_V1", device="cpu")
+    assert e.value.code == "download-refused" and e.value.details["url"].startswith("https://")
 
 
 def test_unknown_architecture(tmp_path):
-    with pytest.raises(ModelError, match="unknown torchvision architecture"):
+    with pytest.raises(ModelError, match="unknown torchvision architecture") as e:
         load_model("torchvision:nonexistent_net", weights=tmp_path / "x.pth")
+    assert e.value.code == "unknown-arch"
 
 
 def test_wrong_weights_for_architecture(squeezenet_weights):
     _, pth, _, _ = squeezenet_weights
-    with pytest.raises(ModelError, match="sq.pth"):
+    with pytest.raises(ModelError, match="sq.pth.*do not match") as e:
         load_model("torchvision:resnet18", weights=pth)
+    assert e.value.code == "weights-mismatch"
+    assert "conv1.weight" in e.value.details["missing"] and "features.0.weight" in e.value.details["unexpected"]
 
 
 def test_torchscript_archive(tmp_path, demo_model):
     scripted = torch.jit.trace(demo_model.net, torch.rand(1, 1, 28, 28))
     f = tmp_path / "digits.pt"
     scripted.save(str(f))
-    clf = load_model(str(f), device="cpu", mean=[0.5], std=[0.5])
+    with pytest.raises(ModelError, match="TorchScript.*code.*--trust-code") as e:
+        load_model(str(f), device="cpu")
+    assert e.value.code == "needs-trust" and e.value.details == {"path": str(f), "format": "torchscript"}
+    clf = load_model(str(f), device="cpu", mean=[0.5], std=[0.5], trust_code=True)
+    assert clf.family == "torchscript" and clf.runs_code
     assert clf.input_size == (28, 28) and clf.channels == 1 and clf.num_classes == 10
     x = torch.rand(3, 1, 28, 28)
     with torch.no_grad():
@@ -112,17 +133,25 @@ class Pickled(nn.Module):
 def test_pickle_refused_without_flag_and_opened_with_it(tmp_path):
     f = tmp_path / "whole.pt"
     torch.save(Pickled(), f)
-    with pytest.raises(ModelError, match="--trust-pickle"):
+    with pytest.raises(ModelError, match="--trust-code") as e:
         load_model(str(f))
-    clf = load_model(str(f), trust_pickle=True, device="cpu")
+    assert e.value.code == "needs-trust" and e.value.details["format"] == "pickle"
+    assert any(g.endswith("Pickled") for g in e.value.details["globals"])
+    clf = load_model(str(f), trust_code=True, device="cpu")
     assert clf.num_classes == 4 and clf.input_size == (32, 32) and clf.channels == 3
+    assert load_model(str(f), trust_pickle=True, device="cpu").num_classes == 4   # the old keyword still works
 
 
 def test_bare_state_dict_needs_an_architecture(tmp_path, demo_model):
     f = tmp_path / "sd.pth"
     torch.save(demo_model.net.state_dict(), f)
-    with pytest.raises(ModelError, match="torchvision:ARCH"):
+    with pytest.raises(ModelError, match="torchvision:ARCH") as e:
         load_model(str(f))
+    assert e.value.code == "needs-arch" and e.value.details["guesses"] == ["advgui-digits-cnn"]
+    clf = load_model(str(f), arch="advgui-digits-cnn", mean=[0.5], std=[0.5], device="cpu")
+    x = torch.rand(2, 1, 28, 28)
+    with torch.no_grad():
+        assert torch.allclose(clf(x), demo_model(x))
 
 
 def test_class_name_files(tmp_path):
@@ -140,8 +169,9 @@ def test_class_name_files(tmp_path):
 def test_label_count_mismatch_is_an_error(tmp_path):
     t = tmp_path / "names.txt"
     t.write_text("a\nb\nc\n")
-    with pytest.raises(ModelError, match="3 class names for a model with 10 outputs"):
+    with pytest.raises(ModelError, match="3 class names for a model with 10 outputs") as e:
         load_model("demo", labels=t)
+    assert e.value.code == "labels-mismatch" and e.value.details["outputs"] == 10
 
 
 def test_wrong_channel_count_is_an_error():
@@ -150,8 +180,9 @@ def test_wrong_channel_count_is_an_error():
 
 
 def test_missing_and_broken_files(tmp_path):
-    with pytest.raises(ModelError, match="no such file"):
+    with pytest.raises(ModelError, match="no such file") as e:
         load_model(str(tmp_path / "nothing.pt"))
+    assert e.value.code == "no-such-file"
     empty = tmp_path / "empty.pt"
     empty.write_bytes(b"")
     with pytest.raises(ModelError, match="empty"):

@@ -28,6 +28,9 @@ examples:
   advgui attack --model demo --images demo --attack deepfool                 (smallest perturbation)
   advgui attack --model demo --images demo --attack pgd --eps 0.2 --target 3 --stop-on-success
   advgui attack --model torchvision:resnet18 --weights resnet18.pth --images photos/ --attack fgsm --eps 2/255
+  advgui attack --model timm:resnet18 --weights model.safetensors --images photos/ --attack pgd
+  advgui attack --model hf:vit-folder/ --images photos/ --attack pgd           (Hugging Face save_pretrained)
+  advgui attack --model net.onnx --input-size 224 --images photos/ --attack pgd
 
 attacks: fgsm, bim, pgd, mifgsm (default norm linf), deepfool, cw (default norm l2; eps optional:
 without it they find the smallest perturbation they can, with it the result is also bounded by it).
@@ -152,6 +155,8 @@ def run(args: argparse.Namespace) -> int:
     attack = build_attack(args)  # parameter errors before loading anything
     import torch
     clf = load_model_from_args(args)
+    from ..core.attacks.base import check_attack_fits
+    check_attack_fits(attack, clf)      # a black-box model refuses gradient attacks before any work
     images = open_images(args.images, clf.class_names)
     target = resolve_target(args.target, clf.class_names)
     if target is not None and not attack.supports_targeted:

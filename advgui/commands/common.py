@@ -2,25 +2,78 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Optional
+
+MODEL_HELP = (
+    "demo, demo-robust; torchvision:ARCH with --weights FILE, or torchvision:ARCH:WEIGHTS (e.g. "
+    "torchvision:resnet50:IMAGENET1K_V2: taken from torchvision's cache, downloaded when missing); "
+    "timm:NAME with --weights FILE; hf:FOLDER or a folder with config.json (Hugging Face save_pretrained); "
+    "a .onnx file; a .safetensors file saved by advgui. Code-carrying files (TorchScript, a pickled "
+    "nn.Module) need --trust-code. Extra formats (timm, hf, onnx) need: pip install 'advgui[models]'")
+
+
+def _floats(text: str) -> list[float]:
+    try:
+        vals = [float(v) for v in text.replace(" ", "").split(",") if v]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected numbers separated by commas, got {text!r}") from None
+    if not vals or len(vals) > 4 or any(v != v for v in vals):
+        raise argparse.ArgumentTypeError(f"expected 1 or 3 numbers separated by commas, got {text!r}")
+    return vals
 
 
 def add_model_options(p: argparse.ArgumentParser, *, required: bool = False, default: Optional[str] = "demo") -> None:
     g = p.add_argument_group("model")
     tail = f" (default: {default})" if default and not required else ""
     g.add_argument("--model", required=required, default=None if required else default, metavar="SPEC",
-                   help="demo, demo-robust, torchvision:ARCH (with --weights), a TorchScript file, or a "
-                        f".safetensors file saved by advgui{tail}")
-    g.add_argument("--weights", metavar="FILE", help="state_dict for torchvision:ARCH (.pth/.pt or .safetensors)")
+                   help=MODEL_HELP + tail)
+    g.add_argument("--weights", metavar="FILE",
+                   help="weights for torchvision:ARCH or timm:NAME (.safetensors, or a .pth/.pt state_dict read "
+                        "with weights_only=True)")
     g.add_argument("--labels", metavar="FILE", help="class names: a text file (one per line) or JSON")
-    g.add_argument("--trust-pickle", action="store_true",
-                   help="allow opening a whole pickled nn.Module (unpickling can run code: only for files you trust)")
-    g.add_argument("--input-size", type=int, metavar="PX", help="override the model's input size (square)")
+    g.add_argument("--trust-code", dest="trust_code", action="store_true",
+                   help="allow files that carry code: TorchScript (its forward runs), a whole pickled nn.Module "
+                        "(unpickling runs code), Hugging Face folders with custom code. Only for files you trust")
+    g.add_argument("--input-size", type=int, metavar="PX",
+                   help="the model's input size (square): for a model that takes any size or an ONNX graph with "
+                        "dynamic height/width; overrides the size the file gives")
+    g.add_argument("--channels", type=int, choices=[1, 3], help="input channels, for a model that does not say")
+    g.add_argument("--mean", type=_floats, metavar="M[,M,M]",
+                   help="normalisation mean in [0, 1] pixel units, for a model that does not say (TorchScript, ONNX)")
+    g.add_argument("--std", type=_floats, metavar="S[,S,S]", help="normalisation std, with --mean")
     g.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"],
                    help="auto picks CUDA, then MPS, then the CPU (default: auto)")
+    # the old name of --trust-code stays accepted but is not listed
+    g.add_argument("--trust-pickle", dest="trust_code", action="store_true", help=argparse.SUPPRESS)
+
+
+def _download_progress():
+    """A tqdm bar on stderr for torchvision downloads (the core reports LoadProgress events)."""
+    state: dict = {}
+
+    def report(ev) -> None:
+        if ev.stage != "download":
+            return
+        bar = state.get("bar")
+        if bar is None:
+            from tqdm import tqdm
+            bar = state["bar"] = tqdm(total=ev.total, unit="B", unit_scale=True, unit_divisor=1024,
+                                      desc="downloading weights", file=sys.stderr, leave=False)
+        bar.update(ev.done - bar.n)
+        if ev.total is not None and ev.done >= ev.total:
+            bar.close()
+
+    return report
 
 
 def load_model_from_args(args: argparse.Namespace):
     from ..core.models import load_model
-    return load_model(args.model, weights=args.weights, labels=args.labels, trust_pickle=args.trust_pickle,
-                      device=args.device, input_size=getattr(args, "input_size", None))
+    spec = str(args.model)
+    # a download starts only when the user named pretrained weights: torchvision:ARCH:WEIGHTS
+    named = spec.startswith("torchvision:") and len(spec.split(":")) == 3 and bool(spec.split(":")[2])
+    return load_model(spec, weights=args.weights, labels=args.labels,
+                      trust_code=getattr(args, "trust_code", False), device=args.device,
+                      input_size=getattr(args, "input_size", None), channels=getattr(args, "channels", None),
+                      mean=getattr(args, "mean", None), std=getattr(args, "std", None),
+                      allow_download=named, progress=_download_progress() if named else None)

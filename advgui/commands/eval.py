@@ -164,6 +164,9 @@ def run(args: argparse.Namespace) -> int:
             raise AttackError(f"--attacks: {cls.name} finds minimal perturbations and has no fixed ε; "
                               "eval takes fgsm, bim, pgd, mifgsm")
     clf = load_model_from_args(args)
+    from ..core.attacks.base import check_attack_fits
+    for name in names:
+        check_attack_fits(attack_class(name)(), clf)   # black-box models refuse gradient attacks at once
     x, y, label_source, skipped = load_eval_images(args.images, clf, args.limit)
     for s in skipped:
         print(f"skipped {s}", file=sys.stderr)

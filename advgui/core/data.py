@@ -172,21 +172,26 @@ def decode(path: Path) -> Image.Image:
         raise ImageError(f"corrupt image ({e})") from None
 
 
+_RESAMPLE = {"nearest": Image.NEAREST, "bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC,
+             "lanczos": Image.LANCZOS, "box": Image.BOX, "hamming": Image.HAMMING}
+
+
 def preprocess_pil(img: Image.Image, pre: Preprocess) -> torch.Tensor:
     """Resize / crop a decoded image to the model's input. Returns (C, H, W) uint8."""
     img = img.convert("L" if pre.channels == 1 else "RGB")
     h, w = pre.input_size
+    resample = _RESAMPLE.get(getattr(pre, "interpolation", "bilinear"), Image.BILINEAR)  # timm/HF: often bicubic
     if pre.resize_size:
         # torchvision classification preset: shorter side to resize_size, then centre crop
         s = pre.resize_size
         iw, ih = img.size
         scale = s / min(iw, ih)
-        img = img.resize((max(1, round(iw * scale)), max(1, round(ih * scale))), Image.BILINEAR, reducing_gap=None)
+        img = img.resize((max(1, round(iw * scale)), max(1, round(ih * scale))), resample, reducing_gap=None)
         iw, ih = img.size
         left, top = max(0, (iw - w) // 2), max(0, (ih - h) // 2)
         img = img.crop((left, top, left + w, top + h))
     if img.size != (w, h):
-        img = img.resize((w, h), Image.BILINEAR)
+        img = img.resize((w, h), resample)
     arr = np.asarray(img, dtype=np.uint8)
     if arr.ndim == 2:
         arr = arr[:, :, None]

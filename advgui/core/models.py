@@ -1,34 +1,76 @@
 """Open a classifier from a spec. The Classifier owns the pixel space: it takes images in [0, 1],
 shape (N, C, H, W), normalises them itself and returns logits.
 
-Specs:
+Specs (see README's model table; which formats are data and which carry code):
 - ``demo`` / ``demo-robust``: the built-in digits CNN (plain / adversarially trained), shipped weights.
-- ``torchvision:<arch>`` with ``weights=FILE`` (.pth/.pt state_dict loaded with ``weights_only=True``,
-  or .safetensors); without a file, torchvision's pretrained weights from the local cache or, when
-  online, downloaded with a short connection timeout.
-- a path to a TorchScript archive, or to a .safetensors file whose metadata names its architecture.
-- a path to a whole pickled nn.Module, only with ``trust_pickle=True`` (unpickling can run code).
+- ``torchvision:<arch>[:<WEIGHTS>]``: with ``weights=FILE`` (.pth/.pt state_dict read with
+  ``weights_only=True``, or .safetensors); without a file, torchvision's pretrained weights
+  (``IMAGENET1K_V2``, ``DEFAULT``, ...) from torchvision's cache, downloaded only with ``allow_download=True``.
+- ``timm:<name>`` with ``weights=FILE`` (needs the ``models`` extra): :mod:`advgui.core.model_timm`.
+- ``hf:<folder>`` or a folder holding ``config.json``: a Hugging Face image classifier saved with
+  ``save_pretrained`` (``models`` extra): :mod:`advgui.core.model_hf`.
+- a ``.onnx`` file (``models`` extra): :mod:`advgui.core.model_onnx`.
+- a ``.safetensors`` file whose metadata names its architecture (what advgui saves).
+- a bare state_dict file with ``arch="torchvision:ARCH"`` (or ``timm:NAME``), or a timm training checkpoint.
+- code-carrying files, only with ``trust_code=True``: a TorchScript archive (its ``forward`` is code that runs
+  on the first image), a whole pickled ``nn.Module`` (unpickling runs code).
+
+Errors are :class:`ModelError` with a stable ``code`` and ``details`` (docs/errors.md): ``needs-trust``,
+``needs-arch``, ``needs-weights``, ``download-refused``, ``weights-mismatch``, ...
 """
 from __future__ import annotations
 
+import importlib
 import json
 import os
-import socket
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import torch
 import torch.nn as nn
+
 from .errors import UserError
+from .fileio import FileProblem, check_regular_file, read_small_file
 
 
 class ModelError(UserError):
     """A model could not be opened; the message says which file and why."""
 
     code = "model"
+
+
+EXTRA_PIP = "pip install 'advgui[models]'"
+LABELS_MAX_BYTES = 8 * 1024 * 1024      # ImageNet-21k's names are < 1 MiB
+CONFIG_MAX_BYTES = 16 * 1024 * 1024
+
+
+def require_extra(module: str, what: str) -> Any:
+    """Import an optional dependency of the ``models`` extra, or raise one line with the pip command."""
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise ModelError(f"{what} needs the 'models' extra: {EXTRA_PIP} ({module.split('.')[0]} is not installed)",
+                         code="needs-extra", extra="models", package=module.split(".")[0]) from None
+
+
+def regular_file(path: str | os.PathLike, what: str = "model file") -> Path:
+    """``check_regular_file`` with ModelError codes: ``no-such-file`` / ``not-regular-file``."""
+    try:
+        return check_regular_file(path, what)
+    except FileProblem as e:
+        code = "no-such-file" if not os.path.lexists(Path(path).expanduser()) else "not-regular-file"
+        raise ModelError(str(e), code=code, path=str(path)) from None
+
+
+def read_config_text(path: str | os.PathLike, what: str) -> str:
+    try:
+        return str(read_small_file(path, what, max_bytes=CONFIG_MAX_BYTES))
+    except FileProblem as e:
+        code = "no-such-file" if not os.path.lexists(Path(path).expanduser()) else "bad-config"
+        raise ModelError(str(e), code=code, path=str(path), reason=str(e).split(": ", 1)[-1]) from None
 
 
 # -- the built-in demo architecture ----------------------------------------------------------------
@@ -65,17 +107,27 @@ class Preprocess:
     input_size: tuple[int, int]          # (H, W) the model takes
     channels: int                        # 1 (grey) or 3 (RGB)
     resize_size: Optional[int] = None    # shorter side before the centre crop (torchvision style)
+    interpolation: str = "bilinear"      # bilinear, bicubic, nearest, lanczos (timm / HF configs)
 
     def to_dict(self) -> dict:
-        return {"input_size": list(self.input_size), "channels": self.channels, "resize_size": self.resize_size}
+        return {"input_size": list(self.input_size), "channels": self.channels, "resize_size": self.resize_size,
+                "interpolation": self.interpolation}
 
 
 class Classifier(nn.Module):
-    """An image classifier in pixel space: [0, 1] images in, logits out."""
+    """An image classifier in pixel space: [0, 1] images in, logits out.
+
+    ``family`` says where it came from (demo, torchvision, advgui, torchscript, pickle, timm, hf, onnx).
+    ``white_box`` is False for a model that runs outside torch (an ONNX graph onnx2torch cannot convert):
+    its forward works, gradients do not, and gradient attacks refuse it (``black_box_reason`` says why).
+    """
 
     def __init__(self, net: nn.Module, *, mean: Sequence[float], std: Sequence[float],
                  input_size: tuple[int, int], channels: int, class_names: Sequence[str], spec: str,
-                 resize_size: Optional[int] = None, source: str = "") -> None:
+                 resize_size: Optional[int] = None, source: str = "", family: str = "",
+                 interpolation: str = "bilinear", white_box: bool = True, black_box_reason: Optional[str] = None,
+                 black_box_operator: Optional[str] = None, onnx_check: Optional[dict] = None,
+                 class_names_source: str = "", runs_code: bool = False, notes: Sequence[str] = ()) -> None:
         super().__init__()
         self.net = net
         self.register_buffer("_mean", torch.tensor(list(mean), dtype=torch.float32).view(1, -1, 1, 1))
@@ -85,7 +137,15 @@ class Classifier(nn.Module):
         self.class_names = list(class_names)
         self.spec = spec
         self.source = source
-        self.preprocess = Preprocess(self.input_size, self.channels, resize_size)
+        self.family = family
+        self.white_box = bool(white_box)
+        self.black_box_reason = black_box_reason
+        self.black_box_operator = black_box_operator
+        self.onnx_check = onnx_check
+        self.class_names_source = class_names_source
+        self.runs_code = runs_code
+        self.notes = list(notes)
+        self.preprocess = Preprocess(self.input_size, self.channels, resize_size, interpolation)
 
     @property
     def mean(self) -> tuple[float, ...]:
@@ -117,6 +177,20 @@ class Classifier(nn.Module):
             "mean": self.mean, "std": self.std,
         }
 
+    def describe(self) -> dict[str, Any]:
+        """What a Model panel shows: plain values only (JSON-serialisable)."""
+        return {
+            "spec": self.spec, "family": self.family, "source": self.source,
+            "classes": self.num_classes, "class_names_source": self.class_names_source,
+            "input_size": list(self.input_size), "channels": self.channels,
+            "resize_size": self.preprocess.resize_size, "interpolation": self.preprocess.interpolation,
+            "mean": [round(v, 6) for v in self.mean], "std": [round(v, 6) for v in self.std],
+            "white_box": self.white_box, "black_box_reason": self.black_box_reason,
+            "black_box_operator": self.black_box_operator, "onnx_check": self.onnx_check,
+            "parameters": self.num_parameters(), "device": str(self.device), "runs_code": self.runs_code,
+            "notes": list(self.notes),
+        }
+
     def extra_repr(self) -> str:
         return f"spec={self.spec!r}, classes={self.num_classes}, input={self.channels}x{self.input_size}"
 
@@ -137,41 +211,50 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
     if name == "auto":
         name = "cuda" if avail["cuda"] else "mps" if avail["mps"] else "cpu"
     if name not in avail:
-        raise ModelError(f"unknown device {device!r}; choose auto, cpu, cuda or mps")
+        raise ModelError(f"unknown device {device!r}; choose auto, cpu, cuda or mps", code="bad-device",
+                         device=str(device))
     if not avail[name]:
-        raise ModelError(f"device {name} is not available on this machine")
+        raise ModelError(f"device {name} is not available on this machine", code="bad-device", device=name)
     return torch.device(name)
 
 
 # -- labels -----------------------------------------------------------------------------------------
 
+def class_names_from_json(data: Any, where: str) -> list[str]:
+    """A JSON list of names, or an {index: name} mapping (ImageNet's {i: [wnid, name]} too)."""
+    if isinstance(data, dict):
+        try:
+            items = sorted(((int(k), v) for k, v in data.items()), key=lambda kv: kv[0])
+        except (TypeError, ValueError):
+            raise ModelError(f"{where}: a JSON mapping of class names needs integer keys", code="bad-labels",
+                             path=where) from None
+        if [k for k, _ in items] != list(range(len(items))):
+            raise ModelError(f"{where}: class indices must be 0..N-1 without gaps", code="bad-labels", path=where)
+        data = [v[-1] if isinstance(v, list) and v else v for _, v in items]
+    if not isinstance(data, list) or not all(isinstance(v, (str, int)) for v in data):
+        raise ModelError(f"{where}: expected a JSON list of class names", code="bad-labels", path=where)
+    return [str(v) for v in data]
+
+
 def read_class_names(path: str | os.PathLike) -> list[str]:
-    """Class names from a text file (one per line) or JSON (a list, or a {index: name} mapping)."""
+    """Class names from a text file (one per line) or JSON (a list, or a {index: name} mapping).
+    Only regular files up to 8 MiB are read (a FIFO or /dev/zero is refused at once)."""
     p = Path(path)
     try:
-        text = p.read_text(encoding="utf-8-sig")
-    except OSError as e:
-        raise ModelError(f"{p}: cannot read class names ({e.strerror or e})") from None
+        text = str(read_small_file(p, "labels file", max_bytes=LABELS_MAX_BYTES))
+    except FileProblem as e:
+        raise ModelError(str(e), code="bad-labels", path=str(p)) from None
     if p.suffix.lower() == ".json":
         try:
             data = json.loads(text)
         except json.JSONDecodeError as e:
-            raise ModelError(f"{p}: not valid JSON ({e.msg} at line {e.lineno})") from None
-        if isinstance(data, dict):
-            try:
-                items = sorted(((int(k), v) for k, v in data.items()), key=lambda kv: kv[0])
-            except ValueError:
-                raise ModelError(f"{p}: a JSON mapping of class names needs integer keys") from None
-            if [k for k, _ in items] != list(range(len(items))):
-                raise ModelError(f"{p}: class indices must be 0..N-1 without gaps")
-            data = [v[-1] if isinstance(v, list) else v for _, v in items]  # ImageNet's [wnid, name]
-        if not isinstance(data, list) or not all(isinstance(v, (str, int)) for v in data):
-            raise ModelError(f"{p}: expected a JSON list of class names")
-        names = [str(v) for v in data]
+            raise ModelError(f"{p}: not valid JSON ({e.msg} at line {e.lineno})", code="bad-labels",
+                             path=str(p)) from None
+        names = class_names_from_json(data, str(p))
     else:
         names = [line.strip() for line in text.splitlines() if line.strip()]
     if not names:
-        raise ModelError(f"{p}: no class names in the file")
+        raise ModelError(f"{p}: no class names in the file", code="bad-labels", path=str(p))
     return names
 
 
@@ -184,17 +267,22 @@ def resource_path(name: str) -> Path:
 DEMO_WEIGHTS = {"demo": "demo_digits.safetensors", "demo-robust": "demo_digits_robust.safetensors"}
 
 
-# -- loading ----------------------------------------------------------------------------------------
+# -- reading weights (data only: safetensors, or pickles through torch's weights_only unpickler) ------------
 
-def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+def read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     from safetensors import SafetensorError, safe_open
+    path = regular_file(path, "weights file")
     try:
         with safe_open(str(path), framework="pt") as f:
             meta = dict(f.metadata() or {})
             tensors = {k: f.get_tensor(k) for k in f.keys()}
     except (SafetensorError, OSError, ValueError) as e:
-        raise ModelError(f"{path}: not a readable safetensors file ({e})") from None
+        raise ModelError(f"{path}: not a readable safetensors file ({e})", code="corrupt-file", path=str(path),
+                         reason=str(e)) from None
     return tensors, meta
+
+
+_read_safetensors = read_safetensors   # the old private name (training.py, scripts)
 
 
 def save_weights(path: str | os.PathLike, model: nn.Module, *, arch: str, class_names: Sequence[str],
@@ -213,7 +301,9 @@ def save_weights(path: str | os.PathLike, model: nn.Module, *, arch: str, class_
     return atomic_write_with(path, lambda tmp: save_file(state, str(tmp), metadata=meta))
 
 
-def _is_torchscript(path: Path) -> bool:
+def is_torchscript(path: Path) -> bool:
+    """A TorchScript archive: a zip with compiled code (``code/``) and ``constants.pkl``. Listing the zip runs
+    nothing."""
     if not zipfile.is_zipfile(path):
         return False
     try:
@@ -224,222 +314,362 @@ def _is_torchscript(path: Path) -> bool:
     return any(n.endswith("constants.pkl") or "/code/" in n for n in names)
 
 
-def _torchvision_defaults(arch: str) -> dict[str, Any]:
-    """Mean/std/sizes and category names from torchvision's weight metadata (no download)."""
-    import torchvision
+_is_torchscript = is_torchscript
+
+
+# globals that a timm training checkpoint adds around its state_dict (its argparse arguments): rebuilding a
+# Namespace only sets attributes, so they may pass the weights_only unpickler
+_DATA_GLOBALS = {"argparse.Namespace"}
+
+
+def unsafe_pickle_globals(path: Path) -> Optional[list[str]]:
+    """The classes and functions a torch.save zip file would import when fully unpickled, found by reading
+    its pickle opcodes (nothing is executed); None for the legacy (non-zip) format."""
+    if not zipfile.is_zipfile(path):
+        return None
     try:
-        weights_enum = torchvision.models.get_model_weights(arch)
-    except (ValueError, KeyError):
-        return {}
-    w = weights_enum.DEFAULT
-    t = w.transforms()
-    crop = getattr(t, "crop_size", [224])
-    resize = getattr(t, "resize_size", [256])
-    return {"weights": w, "mean": list(t.mean), "std": list(t.std), "input_size": (crop[0], crop[0]),
-            "resize_size": resize[0], "categories": list(w.meta.get("categories", []))}
+        return sorted(torch.serialization.get_unsafe_globals_in_checkpoint(str(path)))
+    except Exception:  # noqa: BLE001 - a corrupt zip: let the loader report it
+        return None
 
 
-def _check_torchvision_arch(arch: str) -> None:
-    import torchvision
-    if arch not in torchvision.models.list_models(module=torchvision.models):
-        known = ", ".join(sorted(torchvision.models.list_models(module=torchvision.models))[:12])
-        raise ModelError(f"unknown torchvision architecture {arch!r} (classification models such as {known}, …)")
+@dataclass
+class WeightsFile:
+    """A weights file read as data: the state_dict, its metadata, and what surrounded it."""
+
+    state: dict[str, torch.Tensor]
+    meta: dict[str, str]                   # safetensors metadata (advgui's keys) or {}
+    checkpoint: dict[str, Any] = field(default_factory=dict)   # other plain values of a checkpoint dict
+    key: str = ""                          # where the state_dict was: "", "state_dict", "state_dict_ema", "model"
 
 
-def _build_torchvision(arch: str, state: Optional[dict[str, torch.Tensor]]) -> nn.Module:
-    import torchvision
-    _check_torchvision_arch(arch)
-    builder = torchvision.models.get_model_builder(arch)
-    kwargs: dict[str, Any] = {"weights": None}
-    if arch.startswith("inception") or arch.startswith("googlenet"):
-        kwargs["aux_logits"] = False
-        kwargs["init_weights"] = False
-    net = builder(**kwargs)
-    if state is not None:
-        ref = net.state_dict()
-        mismatched = [k for k, v in state.items() if k in ref and ref[k].shape != v.shape]
-        if mismatched:
-            # a fine-tuned head: rebuild with the number of classes the weights have
-            head = [k for k in mismatched if ref[k].ndim >= 1 and ref[k].shape[0] == 1000]
-            if head and len(head) == len(mismatched):
-                kwargs["num_classes"] = int(state[head[0]].shape[0])
-                net = builder(**kwargs)
-    return net
+def _pickle_refusal(path: Path, bad: Sequence[str]) -> ModelError:
+    shown = ", ".join(bad[:3]) + (", …" if len(bad) > 3 else "")
+    return ModelError(f"{path}: holds pickled Python objects ({shown}), not just tensors; unpickling it can run "
+                      "arbitrary code, so advgui refuses by default. Re-run with --trust-code only if you trust "
+                      "where it came from", code="needs-trust", path=str(path), format="pickle", globals=list(bad))
 
 
-def _load_state(net: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
-    state = {k.removeprefix("module."): v for k, v in state.items()}
+def read_weights(path: str | os.PathLike, *, prefer_ema: bool = False) -> WeightsFile:
+    """A state_dict from .safetensors, or from a .pth/.pt/.bin/.tar through ``torch.load(weights_only=True)``
+    (a checkpoint dict's ``state_dict``/``model`` entry; ``state_dict_ema`` first with ``prefer_ema``, as
+    timm does). Raises ``needs-trust`` for a pickle of other objects and never unpickles it."""
+    path = regular_file(path, "weights file")
+    if path.stat().st_size == 0:
+        raise ModelError(f"{path}: the file is empty", code="corrupt-file", path=str(path), reason="empty")
+    if path.suffix.lower() == ".safetensors":
+        state, meta = read_safetensors(path)
+        return WeightsFile(state, meta)
+    if is_torchscript(path):
+        # torch.load would hand a TorchScript archive to torch.jit.load, whose __setstate__ methods are code
+        raise ModelError(f"{path}: is a TorchScript archive (code), not a weights file; open it as the model with "
+                         "--trust-code only if you trust where it came from", code="needs-trust", path=str(path),
+                         format="torchscript")
+    bad = unsafe_pickle_globals(path)
+    if bad and not set(bad) <= _DATA_GLOBALS:
+        raise _pickle_refusal(path, bad)
+    import argparse
     try:
-        result = net.load_state_dict(state, strict=False)
-    except RuntimeError as e:
-        first = str(e).strip().splitlines()
-        detail = next((ln.strip() for ln in first if "size mismatch" in ln), first[-1] if first else str(e))
-        raise ModelError(f"{source}: weights do not fit the architecture ({detail})") from None
-    missing = [k for k in result.missing_keys if not k.endswith("num_batches_tracked")]
-    if missing or result.unexpected_keys:
-        parts = []
-        if missing:
-            parts.append(f"missing {len(missing)} (e.g. {missing[0]})")
-        if result.unexpected_keys:
-            parts.append(f"unexpected {len(result.unexpected_keys)} (e.g. {result.unexpected_keys[0]})")
-        raise ModelError(f"{source}: weights do not match the architecture: {'; '.join(parts)}")
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            obj = torch.load(str(path), map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
+    except Exception as e:  # noqa: BLE001 - torch raises many types for bad files
+        text = str(e)
+        if "Unsupported global" in text or "weights_only" in text:
+            import re
+            found = re.findall(r"GLOBAL ([\w.]+)", text)
+            raise _pickle_refusal(path, found or ["unknown"]) from None
+        msg = text.strip().splitlines()[0] if text.strip() else type(e).__name__
+        raise ModelError(f"{path}: cannot read weights ({msg})", code="corrupt-file", path=str(path),
+                         reason=msg) from None
+    checkpoint: dict[str, Any] = {}
+    key = ""
+    if isinstance(obj, dict) and not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        order = (["state_dict_ema", "model_ema"] if prefer_ema else []) + ["state_dict", "model"]
+        key = next((k for k in order if isinstance(obj.get(k), dict) and obj[k]), "")
+        if key:
+            checkpoint = {k: v for k, v in obj.items() if not isinstance(v, dict) or k in ("args",)}
+            obj = obj[key]
+    if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise ModelError(f"{path}: expected a state_dict (a mapping of names to tensors), found "
+                         f"{type(obj).__name__}", code="not-a-state-dict", path=str(path))
+    state = {k.removeprefix("module."): v for k, v in obj.items()}
+    return WeightsFile(state, {}, checkpoint, key)
 
 
 def _read_state_dict(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    w = read_weights(path)
+    return w.state, w.meta
+
+
+def weights_mismatch(source: str, missing: Sequence[str], unexpected: Sequence[str],
+                     mismatched: Sequence[str]) -> ModelError:
+    """One line naming the keys that do not fit; the details list up to 50 of each kind."""
+    parts = []
+    if mismatched:
+        parts.append(f"{len(mismatched)} of other shape (e.g. {mismatched[0]})")
+    if missing:
+        parts.append(f"missing {len(missing)} (e.g. {', '.join(missing[:2])})")
+    if unexpected:
+        parts.append(f"unexpected {len(unexpected)} (e.g. {', '.join(unexpected[:2])})")
+    return ModelError(f"{source}: weights do not match the architecture: {'; '.join(parts)}",
+                      code="weights-mismatch", path=source, missing=list(missing[:50]),
+                      unexpected=list(unexpected[:50]), mismatched=list(mismatched[:50]))
+
+
+def load_state_checked(net: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+    """``load_state_dict`` that names the keys that do not fit (code ``weights-mismatch``)."""
+    state = {k.removeprefix("module."): v for k, v in state.items()}
+    ref = net.state_dict()
+    shapes = [f"{k} {tuple(v.shape)} vs {tuple(ref[k].shape)}" for k, v in state.items()
+              if k in ref and tuple(ref[k].shape) != tuple(v.shape)]
+    missing = [k for k in ref if k not in state and not k.endswith("num_batches_tracked")]
+    unexpected = [k for k in state if k not in ref]
+    if shapes or missing or unexpected:
+        raise weights_mismatch(source, missing, unexpected, shapes)
+    try:
+        net.load_state_dict(state, strict=False)
+    except RuntimeError as e:
+        first = str(e).strip().splitlines()
+        raise ModelError(f"{source}: weights do not fit the architecture ({first[-1] if first else e})",
+                         code="weights-mismatch", path=source, missing=[], unexpected=[], mismatched=[]) from None
+
+
+_load_state = load_state_checked
+
+
+# -- what each family hands to the assembly -----------------------------------------------------------------
+
+@dataclass
+class Opened:
+    """A network and what is known about it, before the options of ``load_model`` are applied."""
+
+    net: nn.Module
+    source: str
+    family: str
+    meta: dict[str, str] = field(default_factory=dict)   # advgui metadata strings (JSON values)
+    mean: Optional[list[float]] = None
+    std: Optional[list[float]] = None
+    input_size: Optional[tuple[int, int]] = None
+    channels: Optional[int] = None
+    resize_size: Optional[int] = None
+    interpolation: str = "bilinear"
+    class_names: Optional[list[str]] = None
+    class_names_source: str = ""
+    categories: Optional[list[str]] = None    # names to use when they match the number of outputs
+    num_classes: Optional[int] = None         # known without running the model
+    white_box: bool = True
+    black_box_reason: Optional[str] = None
+    black_box_operator: Optional[str] = None
+    onnx_check: Optional[dict] = None
+    runs_code: bool = False
+    notes: list[str] = field(default_factory=list)
+
+
+Progress = Optional[Callable[["LoadProgress"], None]]
+
+
+@dataclass
+class LoadProgress:
+    """Reported while a model opens: ``stage`` is download, convert or check; ``done``/``total`` in bytes
+    for a download (``total`` None when unknown), else steps."""
+
+    stage: str
+    done: float
+    total: Optional[float]
+    message: str = ""
+
+    def to_dict(self) -> dict:
+        return {"stage": self.stage, "done": self.done, "total": self.total, "message": self.message}
+
+
+# -- loading ----------------------------------------------------------------------------------------
+
+def _open_demo(spec: str) -> Opened:
+    path = resource_path(DEMO_WEIGHTS[spec])
     if not path.exists():
-        raise ModelError(f"{path}: no such file")
-    if path.suffix.lower() == ".safetensors":
-        return _read_safetensors(path)
-    try:
-        obj = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - torch raises many types for bad files
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        if "weights_only" in str(e) or "Unsupported global" in str(e):
-            raise ModelError(f"{path}: not a plain state_dict (it holds pickled Python objects); "
-                             "open it as a whole model with --trust-pickle only if you trust its source") from None
-        raise ModelError(f"{path}: cannot read weights ({msg})") from None
-    if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
-        obj = obj["state_dict"]
-    if isinstance(obj, dict) and "model" in obj and isinstance(obj["model"], dict):
-        obj = obj["model"]
-    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise ModelError(f"{path}: expected a state_dict (a mapping of names to tensors)")
-    return obj, {}
+        raise ModelError(f"{spec}: the built-in weights {path} are missing from this installation",
+                         code="no-such-file", path=str(path))
+    state, meta = read_safetensors(path)
+    net = DigitsCNN(num_classes=len(json.loads(meta["class_names"])))
+    load_state_checked(net, state, str(path))
+    return Opened(net, str(path), "demo", meta, num_classes=net.classifier.out_features)
 
 
-def _download_pretrained(arch: str, weights: Any) -> dict[str, torch.Tensor]:
-    """torchvision pretrained weights: from the hub cache, else downloaded with a short timeout."""
-    url = weights.url
-    cache = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url)
-    if cache.exists():
-        return torch.load(str(cache), map_location="cpu", weights_only=True)
-    hint = (f"torchvision's pretrained weights for {arch} are not in the local cache ({cache}) and could not "
-            f"be downloaded ({{why}}). Download {url} on a connected machine and pass it with "
-            f"--weights FILE, or copy it to {cache}.")
-    if os.environ.get("ADVGUI_OFFLINE"):
-        raise ModelError(hint.format(why="ADVGUI_OFFLINE is set"))
-    host = url.split("/")[2]
+def _open_advgui_safetensors(path: Path, arch: Optional[str], kw: dict) -> Opened | Classifier:
+    state, meta = read_safetensors(path)
+    a = arch or meta.get("arch")
+    if not a:
+        from .model_files import guess_architectures
+        guesses = guess_architectures(state)
+        hint = f" (it looks like {guesses[0]})" if guesses else ""
+        raise ModelError(f"{path}: the file does not say its architecture{hint}; name it with --model "
+                         f"torchvision:ARCH --weights {path} (or timm:NAME)", code="needs-arch", path=str(path),
+                         guesses=guesses)
+    if ":" in a:
+        return load_model(a, weights=path, **kw)
+    return _open_own_arch(a, state, meta, str(path))
+
+
+def _open_own_arch(a: str, state: dict[str, torch.Tensor], meta: dict[str, str], source: str) -> Opened:
+    """advgui's own architectures (the demo CNN): classes and channels from the metadata or the weights."""
+    if a not in ARCHS:
+        raise ModelError(f"{source}: unknown architecture {a!r}", code="unknown-arch", path=source, arch=a)
+    head = state.get("classifier.weight")
+    first = state.get("features.0.weight")
+    n_cls = len(json.loads(meta["class_names"])) if "class_names" in meta else \
+        int(head.shape[0]) if head is not None else 10
+    ch = int(meta["channels"]) if "channels" in meta else int(first.shape[1]) if first is not None else 1
+    net = ARCHS[a](num_classes=n_cls, channels=ch)
+    load_state_checked(net, state, source)
+    return Opened(net, source, "advgui", meta, num_classes=n_cls, channels=ch,
+                  input_size=DIGITS_SIZE if "input_size" not in meta and a == DIGITS_ARCH else None)
+
+
+def _open_torchscript(path: Path, trust_code: bool) -> Opened:
+    if not trust_code:
+        raise ModelError(f"{path}: is a TorchScript archive, which is code: its forward can read and write files "
+                         "when it runs. advgui refuses it by default; re-run with --trust-code only if you trust "
+                         "where it came from", code="needs-trust", path=str(path), format="torchscript")
+    extra = {"advgui.json": ""}
     try:
-        socket.create_connection((host, 443), timeout=3).close()
-    except OSError as e:
-        raise ModelError(hint.format(why=f"cannot reach {host}: {e.strerror or e}")) from None
-    old = socket.getdefaulttimeout()
-    socket.setdefaulttimeout(15)
-    try:
-        return torch.hub.load_state_dict_from_url(url, progress=True, map_location="cpu")
+        net = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)  # trusted: --trust-code
     except Exception as e:  # noqa: BLE001
-        raise ModelError(hint.format(why=str(e))) from None
-    finally:
-        socket.setdefaulttimeout(old)
+        raise ModelError(f"{path}: not a loadable TorchScript archive ({str(e).splitlines()[0]})",
+                         code="corrupt-file", path=str(path), reason=str(e).splitlines()[0]) from None
+    meta: dict[str, str] = {}
+    if extra["advgui.json"]:
+        try:
+            meta = {k: (v if isinstance(v, str) else json.dumps(v))
+                    for k, v in json.loads(extra["advgui.json"]).items()}
+        except (json.JSONDecodeError, AttributeError):
+            meta = {}
+    return Opened(net, str(path), "torchscript", meta, runs_code=True)
+
+
+def _open_pickled_file(path: Path, trust_code: bool, arch: Optional[str], kw: dict) -> Opened | Classifier:
+    if path.stat().st_size == 0:
+        raise ModelError(f"{path}: the file is empty", code="corrupt-file", path=str(path), reason="empty")
+    try:
+        w = read_weights(path, prefer_ema=True)
+    except ModelError as e:
+        if e.code != "needs-trust" or not trust_code:
+            raise
+        return _unpickle_module(path)
+    arch_in_file = w.checkpoint.get("arch") if isinstance(w.checkpoint.get("arch"), str) else None
+    target = arch or (f"timm:{arch_in_file}" if arch_in_file else None)
+    if target:
+        if ":" not in target and target in ARCHS:
+            return _open_own_arch(target, w.state, {}, str(path))
+        return load_model(target if ":" in target else f"torchvision:{target}", weights=path, **kw)
+    from .model_files import guess_architectures
+    guesses = guess_architectures(w.state)
+    hint = f" (it looks like {guesses[0]})" if guesses else ""
+    raise ModelError(f"{path}: a state_dict without an architecture{hint}; name it: --model torchvision:ARCH "
+                     f"--weights {path} (or timm:NAME)", code="needs-arch", path=str(path), guesses=guesses)
+
+
+def _unpickle_module(path: Path) -> Opened:
+    try:
+        obj = torch.load(str(path), map_location="cpu", weights_only=False)  # trusted: --trust-code
+    except Exception as e:  # noqa: BLE001
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise ModelError(f"{path}: cannot unpickle ({msg})", code="corrupt-file", path=str(path),
+                         reason=msg) from None
+    if not isinstance(obj, nn.Module):
+        raise ModelError(f"{path}: the pickle holds a {type(obj).__name__}, not an nn.Module",
+                         code="not-a-model", path=str(path))
+    return Opened(obj, str(path), "pickle", runs_code=True)
+
+
+def _open_path(spec: str, *, trust_code: bool, arch: Optional[str], kw: dict, input_size, channels,
+               progress: Progress) -> Opened | Classifier:
+    path = Path(spec).expanduser()
+    if not os.path.lexists(path):
+        raise ModelError(f"{spec}: no such file, and not a known spec (demo, demo-robust, torchvision:ARCH, "
+                         "timm:NAME, hf:FOLDER)", code="no-such-file", path=spec)
+    if path.is_dir() or path.name == "config.json":
+        folder = path if path.is_dir() else path.parent
+        if path.is_dir() and not (path / "config.json").exists():
+            raise ModelError(f"{path}: is a folder without config.json; give a model file, or a Hugging Face "
+                             "model folder (save_pretrained)", code="not-regular-file", path=str(path),
+                             kind="folder")
+        from .model_hf import open_hf
+        return open_hf(folder, trust_code=trust_code)
+    path = regular_file(path)
+    suffix = path.suffix.lower()
+    if suffix == ".onnx":
+        from .model_onnx import open_onnx
+        return open_onnx(path, input_size=input_size, channels=channels, progress=progress)
+    if suffix == ".safetensors":
+        return _open_advgui_safetensors(path, arch, kw)
+    if is_torchscript(path):
+        return _open_torchscript(path, trust_code)
+    return _open_pickled_file(path, trust_code, arch, kw)
 
 
 def load_model(spec: str, *, weights: Optional[str | os.PathLike] = None,
-               labels: Optional[str | os.PathLike] = None, trust_pickle: bool = False,
+               labels: Optional[str | os.PathLike] = None, trust_code: bool = False,
                device: str | torch.device = "auto", mean: Optional[Sequence[float]] = None,
                std: Optional[Sequence[float]] = None, input_size: Optional[int | Sequence[int]] = None,
-               channels: Optional[int] = None, arch: Optional[str] = None) -> Classifier:
+               channels: Optional[int] = None, arch: Optional[str] = None, allow_download: bool = False,
+               progress: Progress = None, cancel: Any = None, trust_pickle: Optional[bool] = None) -> Classifier:
     """Open a classifier from ``spec`` (see the module docstring). Returns it in eval mode on ``device``.
 
-    Raises ModelError with a message naming the file and the reason on any problem: unreadable file,
-    weights that do not fit, class names that do not match the outputs, an input it cannot take.
+    - ``weights``: a weights file for ``torchvision:ARCH`` / ``timm:NAME`` (or for ``arch``).
+    - ``arch``: the architecture of a bare weights file given as ``spec`` (``torchvision:resnet18``).
+    - ``trust_code``: allow formats that run code (TorchScript, whole pickles, HF remote code);
+      ``trust_pickle`` is its old name.
+    - ``allow_download``: fetch torchvision's pretrained weights when they are not in its cache.
+    - ``progress(LoadProgress)`` and ``cancel`` (Event or callable) for downloads and ONNX conversion.
+    - ``mean``, ``std``, ``input_size``, ``channels``: override what the file says (or say what it does not).
+
+    Raises ModelError with a message naming the file and the reason and a stable ``code`` (docs/errors.md).
     """
+    trust_code = bool(trust_code or trust_pickle)
     spec = str(spec).strip()
     dev = resolve_device(device)
-    meta: dict[str, Any] = {}
-    resize_size: Optional[int] = None
-    source = spec
-    net: nn.Module
+    kw = dict(labels=labels, trust_code=trust_code, device=dev, mean=mean, std=std, input_size=input_size,
+              channels=channels, allow_download=allow_download, progress=progress, cancel=cancel)
+    opened: Opened | Classifier
     if spec in DEMO_WEIGHTS:
-        path = resource_path(DEMO_WEIGHTS[spec])
-        if not path.exists():
-            raise ModelError(f"{spec}: the built-in weights {path} are missing from this installation")
-        state, meta = _read_safetensors(path)
-        net = DigitsCNN(num_classes=len(json.loads(meta["class_names"])))
-        _load_state(net, state, str(path))
-        source = str(path)
+        opened = _open_demo(spec)
     elif spec.startswith("torchvision:"):
-        name = spec.split(":", 1)[1]
-        _check_torchvision_arch(name)
-        tv = _torchvision_defaults(name)
-        state = None
-        if weights is not None:
-            state, meta = _read_state_dict(Path(weights))
-            source = str(weights)
-        net = _build_torchvision(name, state)
-        if state is None:
-            if not tv:
-                raise ModelError(f"{spec}: torchvision has no pretrained weights for {name}; pass --weights FILE")
-            state = _download_pretrained(name, tv["weights"])
-            source = f"torchvision pretrained {tv['weights']}"
-        _load_state(net, state, source)
-        meta.setdefault("mean", json.dumps(tv.get("mean", [0.485, 0.456, 0.406])))
-        meta.setdefault("std", json.dumps(tv.get("std", [0.229, 0.224, 0.225])))
-        meta.setdefault("input_size", json.dumps(list(tv.get("input_size", (224, 224)))))
-        meta.setdefault("channels", "3")
-        resize_size = tv.get("resize_size")
-        meta["_categories"] = tv.get("categories", [])
+        from .model_torchvision import open_torchvision
+        opened = open_torchvision(spec, weights, allow_download=allow_download, progress=progress, cancel=cancel)
+    elif spec.startswith("timm:"):
+        from .model_timm import open_timm
+        opened = open_timm(spec.split(":", 1)[1], weights)
+    elif spec.startswith("hf:"):
+        from .model_hf import open_hf
+        opened = open_hf(Path(spec.split(":", 1)[1]).expanduser(), trust_code=trust_code)
+    elif spec.startswith("onnx:"):
+        from .model_onnx import open_onnx
+        opened = open_onnx(regular_file(spec.split(":", 1)[1]), input_size=input_size, channels=channels,
+                           progress=progress)
     else:
-        path = Path(spec).expanduser()
-        if not path.exists():
-            raise ModelError(f"{spec}: no such file, and not a known spec (demo, demo-robust, torchvision:ARCH)")
-        if path.is_dir():
-            raise ModelError(f"{spec}: is a folder; give a model file")
-        source = str(path)
-        if path.suffix.lower() == ".safetensors":
-            state, meta = _read_safetensors(path)
-            a = arch or meta.get("arch")
-            if not a:
-                raise ModelError(f"{path}: the file does not say its architecture; use "
-                                 "--model torchvision:ARCH --weights FILE (or --arch NAME)")
-            if a.startswith("torchvision:"):
-                return load_model(a, weights=path, labels=labels, device=dev, mean=mean, std=std,
-                                  input_size=input_size, channels=channels)
-            if a not in ARCHS:
-                raise ModelError(f"{path}: unknown architecture {a!r} in its metadata")
-            n_cls = len(json.loads(meta["class_names"])) if "class_names" in meta else 10
-            ch = int(meta.get("channels", channels or 1))
-            net = ARCHS[a](num_classes=n_cls, channels=ch)
-            _load_state(net, state, str(path))
-        elif _is_torchscript(path):
-            extra = {"advgui.json": ""}
-            try:
-                net = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
-            except Exception as e:  # noqa: BLE001
-                raise ModelError(f"{path}: not a loadable TorchScript archive ({str(e).splitlines()[0]})") from None
-            if extra["advgui.json"]:
-                try:
-                    meta = {k: (v if isinstance(v, str) else json.dumps(v))
-                            for k, v in json.loads(extra["advgui.json"]).items()}
-                except (json.JSONDecodeError, AttributeError):
-                    meta = {}
-        else:
-            try:
-                with open(path, "rb") as fh:
-                    head = fh.read(8)
-            except OSError as e:
-                raise ModelError(f"{path}: cannot read ({e.strerror or e})") from None
-            if not head:
-                raise ModelError(f"{path}: the file is empty")
-            if not trust_pickle:
-                # a state_dict opens safely; anything else needs the user's explicit trust
-                try:
-                    state, _ = _read_state_dict(path)
-                except ModelError as e:
-                    if "--trust-pickle" in str(e):
-                        raise ModelError(f"{path}: this file is a pickled Python object; unpickling it can run "
-                                         "arbitrary code, so advgui refuses by default. Re-run with "
-                                         "--trust-pickle only if you trust where it came from.") from None
-                    raise
-                raise ModelError(f"{path}: this is a state_dict without an architecture; use "
-                                 f"--model torchvision:ARCH --weights {path}")
-            try:
-                obj = torch.load(str(path), map_location="cpu", weights_only=False)  # trusted: --trust-pickle
-            except Exception as e:  # noqa: BLE001
-                raise ModelError(f"{path}: cannot unpickle ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
-            if not isinstance(obj, nn.Module):
-                raise ModelError(f"{path}: the pickle holds a {type(obj).__name__}, not an nn.Module")
-            net = obj
-    # -- assemble ------------------------------------------------------------------------------------
+        opened = _open_path(spec, trust_code=trust_code, arch=arch, kw=kw, input_size=input_size,
+                            channels=channels, progress=progress)
+    if isinstance(opened, Classifier):
+        return opened
+    return _assemble(opened, spec, dev, labels=labels, mean=mean, std=std, input_size=input_size,
+                     channels=channels)
+
+
+def _size_pair(input_size: int | Sequence[int]) -> tuple[int, int]:
+    if isinstance(input_size, int):
+        size = (input_size, input_size)
+    else:
+        vals = [int(v) for v in input_size]
+        size = (vals[0], vals[0]) if len(vals) == 1 else (vals[-2], vals[-1])
+    if min(size) < 1 or max(size) > 8192:
+        raise ModelError(f"input size {size[0]}×{size[1]} is not plausible", code="bad-input-size")
+    return size
+
+
+def _assemble(op: Opened, spec: str, dev: torch.device, *, labels, mean, std, input_size, channels) -> Classifier:
+    meta = op.meta
+    source = op.source
+
     def meta_json(key: str, default: Any) -> Any:
         try:
             return json.loads(meta[key]) if key in meta else default
@@ -447,54 +677,81 @@ def load_model(spec: str, *, weights: Optional[str | os.PathLike] = None,
             return default
 
     if input_size is not None:
-        size = (int(input_size), int(input_size)) if isinstance(input_size, int) else tuple(int(v) for v in input_size)
-        if len(size) == 1:
-            size = (size[0], size[0])
+        size: Optional[tuple[int, int]] = _size_pair(input_size)
+    elif op.input_size is not None:
+        size = op.input_size
     else:
-        size = tuple(meta_json("input_size", [])) or None  # type: ignore[assignment]
-    ch = channels or (int(meta["channels"]) if "channels" in meta else None)
-    net = net.to(dev).eval()
-    if size is None or ch is None:
+        s = meta_json("input_size", [])
+        size = _size_pair(s) if isinstance(s, list) and s else None
+    ch = channels or op.channels or (int(meta["channels"]) if "channels" in meta else None)
+    net = _to_device(op.net, dev).eval()
+    probed = size is None or ch is None
+    if probed:
         size, ch = _probe_input(net, dev, size, ch, source)
-    mean_v = list(mean) if mean is not None else meta_json("mean", [0.0] * ch)
-    std_v = list(std) if std is not None else meta_json("std", [1.0] * ch)
+    assert size is not None and ch is not None
+    mean_v = list(mean) if mean is not None else (op.mean if op.mean is not None else meta_json("mean", [0.0] * ch))
+    std_v = list(std) if std is not None else (op.std if op.std is not None else meta_json("std", [1.0] * ch))
     if len(mean_v) == 1 and ch > 1:
         mean_v = mean_v * ch
     if len(std_v) == 1 and ch > 1:
         std_v = std_v * ch
     if len(mean_v) != ch or len(std_v) != ch:
-        raise ModelError(f"{source}: mean/std have {len(mean_v)}/{len(std_v)} values for {ch} channels")
-    if any(s <= 0 for s in std_v):
-        raise ModelError(f"{source}: std values must be positive")
-    # outputs: run one zero image to learn the number of classes and to catch a wrong channel count
-    with torch.no_grad():
-        try:
-            out = net(torch.zeros(1, ch, *size, device=dev))
-        except RuntimeError as e:
-            raise ModelError(f"{source}: the model cannot take {ch}-channel {size[0]}×{size[1]} images "
-                             f"({str(e).splitlines()[0]})") from None
-    if isinstance(out, (tuple, list)):
-        raise ModelError(f"{source}: the model returns {len(out)} outputs; advgui needs one logits tensor")
-    if out.ndim != 2:
-        raise ModelError(f"{source}: the model output has shape {tuple(out.shape)}; expected (N, classes)")
-    n_out = int(out.shape[1])
+        raise ModelError(f"{source}: mean/std have {len(mean_v)}/{len(std_v)} values for {ch} channels",
+                         code="bad-normalisation", path=source)
+    if any(not (float(s) > 0) for s in std_v) or any(m != m for m in mean_v):
+        raise ModelError(f"{source}: std values must be positive numbers and mean values numbers",
+                         code="bad-normalisation", path=source)
+    n_out = op.num_classes
+    if n_out is None or input_size is not None or channels is not None:
+        # run one zero image: learns the number of classes and catches an input the model cannot take
+        with torch.no_grad():
+            try:
+                out = net(torch.zeros(1, ch, *size, device=dev))
+            except Exception as e:  # noqa: BLE001 - any framework error means "cannot take this input"
+                raise ModelError(f"{source}: the model cannot take {ch}-channel {size[0]}×{size[1]} images "
+                                 f"({str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__})",
+                                 code="bad-input-size", path=source, input_size=list(size), channels=ch) from None
+        if isinstance(out, (tuple, list)):
+            raise ModelError(f"{source}: the model returns {len(out)} outputs; advgui needs one logits tensor",
+                             code="bad-output", path=source)
+        if not isinstance(out, torch.Tensor) or out.ndim != 2:
+            shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+            raise ModelError(f"{source}: the model output has shape {shape}; expected (N, classes)",
+                             code="bad-output", path=source)
+        n_out = int(out.shape[1])
     if labels is not None:
         names = read_class_names(labels)
         where = str(labels)
+    elif op.class_names is not None:
+        names, where = list(op.class_names), op.class_names_source or f"{source} (metadata)"
     elif "class_names" in meta:
         names = [str(v) for v in meta_json("class_names", [])]
         where = f"{source} (metadata)"
-    elif meta.get("_categories") and len(meta["_categories"]) == n_out:
-        names = list(meta["_categories"])
-        where = "torchvision metadata"
+    elif op.categories and len(op.categories) == n_out:
+        names, where = list(op.categories), op.class_names_source or f"{op.family} metadata"
     else:
         names = [f"class {i}" for i in range(n_out)]
         where = ""
     if len(names) != n_out:
-        raise ModelError(f"{where}: {len(names)} class names for a model with {n_out} outputs")
+        raise ModelError(f"{where}: {len(names)} class names for a model with {n_out} outputs",
+                         code="labels-mismatch", path=where, names=len(names), outputs=n_out)
     clf = Classifier(net, mean=mean_v, std=std_v, input_size=size, channels=ch, class_names=names,
-                     spec=spec, resize_size=resize_size, source=source)
-    return clf.to(dev).eval()
+                     spec=spec, resize_size=op.resize_size, source=source, family=op.family,
+                     interpolation=op.interpolation, white_box=op.white_box, black_box_reason=op.black_box_reason,
+                     black_box_operator=op.black_box_operator, onnx_check=op.onnx_check,
+                     class_names_source=where, runs_code=op.runs_code, notes=op.notes)
+    clf._mean, clf._std = clf._mean.to(dev), clf._std.to(dev)     # the network is already there
+    return clf.eval()
+
+
+def _to_device(net: nn.Module, dev: torch.device) -> nn.Module:
+    """``net.to(dev)`` unless it is already there (walking a large model costs tens of milliseconds)."""
+    first = next(iter(net.parameters()), None)
+    if first is None:
+        first = next(iter(net.buffers()), None)
+    if first is not None and first.device == dev and all(p.device == dev for p in net.parameters()):
+        return net
+    return net.to(dev)
 
 
 _PROBE_SHAPES = [(3, (224, 224)), (3, (32, 32)), (1, (28, 28)), (3, (299, 299)), (1, (32, 32)), (3, (64, 64))]
@@ -502,10 +759,15 @@ _PROBE_SHAPES = [(3, (224, 224)), (3, (32, 32)), (1, (28, 28)), (3, (299, 299)),
 
 def _probe_input(net: nn.Module, dev: torch.device, size: Optional[tuple], ch: Optional[int], source: str
                  ) -> tuple[tuple[int, int], int]:
-    """For a TorchScript or pickled model without metadata: find an input shape it accepts."""
+    """For a TorchScript or pickled model without metadata: find an input shape it accepts. A size or a
+    channel count given by the user is kept and only the other is searched (a model that takes any size
+    opens at ``--input-size 96``)."""
+    candidates: list[tuple[int, tuple[int, int]]] = []
     for c, s in _PROBE_SHAPES:
-        if (ch is not None and c != ch) or (size is not None and tuple(size) != s):
-            continue
+        cand = (ch if ch is not None else c, tuple(size) if size is not None else s)
+        if cand not in candidates:
+            candidates.append(cand)   # type: ignore[arg-type]
+    for c, s in candidates:
         try:
             with torch.no_grad():
                 out = net(torch.zeros(1, c, *s, device=dev))
@@ -513,4 +775,6 @@ def _probe_input(net: nn.Module, dev: torch.device, size: Optional[tuple], ch: O
                 return s, c
         except Exception:  # noqa: BLE001 - probing
             continue
-    raise ModelError(f"{source}: cannot tell the model's input size; pass --input-size and --channels")
+    raise ModelError(f"{source}: cannot tell the model's input size and channels (tried "
+                     f"{', '.join(f'{c}×{s[0]}×{s[1]}' for c, s in candidates[:4])}); pass --input-size PX and "
+                     "--channels 1|3", code="needs-input-size", path=source)

@@ -87,7 +87,7 @@ def check_model(classifier: torch.nn.Module, images: torch.Tensor, labels: torch
                 "probabilities", "the model seems to output probabilities (every row is in [0, 1] and sums to 1), "
                 "not logits: attacks apply a softmax on top, which flattens their gradients and overstates "
                 "robustness. Remove the final softmax"))
-        if y.numel() and int(y.max()) < out1.shape[1]:
+        if y.numel() and int(y.max()) < out1.shape[1] and getattr(classifier, "white_box", True):
             xg = x.detach().clone().requires_grad_(True)
             logits = classifier(xg).float()
             ce = F.cross_entropy(logits, y, reduction="none")

@@ -254,7 +254,7 @@ def architecture_of(classifier: Classifier) -> str:
     if isinstance(classifier.net, DigitsCNN):
         return DIGITS_ARCH
     spec = str(classifier.spec)
-    if spec.startswith("torchvision:"):
+    if spec.startswith(("torchvision:", "timm:")):
         return spec
     path = Path(spec)
     if path.suffix.lower() == ".safetensors" and path.exists():
@@ -262,8 +262,8 @@ def architecture_of(classifier: Classifier) -> str:
         arch = _read_safetensors(path)[1].get("arch")
         if arch:
             return arch
-    raise ModelError(f"{spec}: cannot save trained weights for this model (only the demo network, torchvision:ARCH "
-                     "and advgui .safetensors models can be rebuilt from saved weights)")
+    raise ModelError(f"{spec}: cannot save trained weights for this model (only the demo network, torchvision:ARCH, "
+                     "timm:NAME and advgui .safetensors models can be rebuilt from saved weights)")
 
 
 # -- the loop -------------------------------------------------------------------------------------------

@@ -87,3 +87,22 @@ def test_out_of_memory_reads_as_advice():
     msg = describe_error(RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB"), "cuda:0")
     assert msg.startswith("Out of memory on cuda:0") and "smaller batch size" in msg
     assert describe_error(MemoryError()).startswith("Out of memory")
+
+
+def test_nan_logits_are_reported(qtbot, window, tmp_path):
+    import torch
+    import torch.nn as nn
+
+    class NaNNet(nn.Module):
+        def forward(self, x):
+            return torch.full((x.shape[0], 10), float("nan")) + 0 * x.flatten(1)[:, :1]
+
+    path = tmp_path / "nan.pt"
+    torch.jit.script(NaNNet()).save(str(path))
+    w = window
+    with qtbot.waitSignal(w.s.previews_done, timeout=60_000):
+        w.s.load_model(ModelRequest(spec=str(path), trust_code=True))   # TorchScript is code: trusted here
+    qtbot.waitUntil(lambda: "NaN logits" in w.images_panel.model.data(w.images_panel.model.index(1)), timeout=30_000)
+    with qtbot.waitSignal(w.s.message, timeout=60_000, check_params_cb=lambda m: "NaN" in m.text):
+        w.s.explore.run(1)
+    assert w.isVisible() and "NaN" in w.banner.text

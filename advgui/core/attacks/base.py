@@ -335,6 +335,7 @@ class Attack(abc.ABC):
     minimal_norm: ClassVar[bool] = False     # DeepFool, C&W: finds the smallest perturbation it can
     supports_targeted: ClassVar[bool] = True
     norms: ClassVar[tuple[str, ...]] = ("linf", "l2")
+    needs_gradients: ClassVar[bool] = True   # False for score-based attacks (Square): they work on black boxes
 
     def params(self) -> dict:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
@@ -394,6 +395,7 @@ class Attack(abc.ABC):
         if images.shape[0] == 0:
             raise AttackError("no images to attack")
         self.validate(classifier, images)
+        check_attack_fits(self, classifier)
         device = _model_device(classifier)
         clean = images.detach().to(device=device, dtype=torch.float32).clamp(0, 1)
         labels = torch.as_tensor(labels, dtype=torch.long).reshape(-1).to(device)
@@ -428,6 +430,22 @@ class Attack(abc.ABC):
         if final is not None:
             yield final     # a stop request sent now changes nothing: the result is complete
         return result
+
+
+def check_attack_fits(attack: "Attack", classifier: torch.nn.Module) -> None:
+    """A gradient attack refuses a black-box model (an ONNX graph that runs in onnxruntime) at once, naming
+    why the model has no gradients and which attacks remain (code ``black-box-only``)."""
+    if not type(attack).needs_gradients or getattr(classifier, "white_box", True):
+        return
+    from . import ATTACKS
+    remaining = sorted(n for n, cls in ATTACKS.items() if not cls.needs_gradients)
+    reason = getattr(classifier, "black_box_reason", None) or "it runs outside torch"
+    source = getattr(classifier, "source", "") or getattr(classifier, "spec", "the model")
+    tail = f" ({', '.join(remaining)})" if remaining else ""
+    raise AttackError(f"{attack.name} needs gradients, but {source} is open as a black box ({reason}); only "
+                      f"score-based attacks such as Square can attack it{tail}", code="black-box-only",
+                      attack=attack.name, operator=getattr(classifier, "black_box_operator", None), reason=reason,
+                      available=remaining)
 
 
 def _model_device(model: torch.nn.Module) -> torch.device:
