@@ -26,16 +26,33 @@ def banner(session: Session, msg: Message, open_dialog: Callable[..., Any]) -> t
     path = d.get("path") or d.get("file") or ""
     if msg.context in ("model", "model-b"):
         if code == "needs-trust":
-            what = d.get("format", "This file")
+            what = {"torchscript": "a TorchScript program", "pickle": "a pickled Python object",
+                    "hf-remote-code": "a Hugging Face model with its own code"}.get(d.get("format"), "a file with code")
             return (f"{_name(path)} is {what}: opening it runs code from the file, so advgui did not open it. "
                     "Open it only if you trust where it came from.",
-                    [("Open anyway, I trust it", lambda: open_dialog(path=str(path)))])
-        if code in ("needs-arch", "state-dict-without-arch"):
-            return (f"{_name(path)} holds only weights (a state_dict). Choose the architecture they belong to.",
+                    [("Open it anyway…", lambda: open_dialog(path=str(path)))])
+        if code == "needs-arch":
+            guess = (d.get("guesses") or [""])[0]
+            return (f"{_name(path)} holds only weights (a state_dict)"
+                    + (f"; they look like {guess.split(':', 1)[-1]}" if guess else "")
+                    + ". Choose the architecture they belong to.",
                     [("Choose the architecture…", lambda: open_dialog(path=str(path)))])
-        if code in ("download-refused", "needs-weights", "not-cached"):
-            return ("The pretrained weights are not on this computer. Choose a weights file, or allow the "
-                    "download in the Open model dialog.", [("Open model…", lambda: open_dialog())])
+        if code in ("needs-weights", "download-refused", "download-failed"):
+            arch = str(d.get("arch", "")).split(":", 1)[-1]
+            return (f"The pretrained weights of {arch or 'this architecture'} are not on this computer"
+                    + (f" (expected at {d['cache_path']})" if d.get("cache_path") else "")
+                    + ". Choose a weights file, or allow the download.",
+                    [("Open model…", lambda: open_dialog(arch=str(d.get("arch", ""))))])
+        if code == "onnx-dynamic-shape":
+            return (f"{_name(path)} does not fix its input size. Choose one in the Open model dialog.",
+                    [("Choose the input size…", lambda: open_dialog(path=str(path)))])
+        if code == "needs-extra":
+            extra = d.get("extra", "models")
+            return (f"This model needs the optional '{extra}' packages. Install them with: "
+                    f"pip install 'advgui[{extra}]', then open it again.", [])
+    if code == "black-box-only":
+        return (f"{d.get('attack', 'This attack')} needs gradients, which this model does not have "
+                f"({d.get('reason') or 'it runs outside torch'}). Choose a score-based attack such as Square.", [])
     return msg.text, []
 
 

@@ -92,14 +92,19 @@ class ModelPanel(QWidget):
         self.name.setText(Path(str(s["spec"])).name if "/" in str(s["spec"]) else str(s["spec"]))
         lines = [f"{s['classes']} classes · input {s['input']} · {int(s['parameters']):,} parameters · {s['device']}"]
         fam = s.get("family")
-        if fam:
-            lines.append(f"{fam} · {'white-box (gradients)' if s.get('white_box', True) else 'black-box only'}")
+        box = "white-box (gradients)" if s.get("white_box", True) else \
+            f"black-box only ({s.get('black_box_reason') or 'no gradients'})"
+        lines.append(f"{fam} · {box}" if fam else box)
         mean, std = s.get("mean"), s.get("std")
         if mean is not None:
             lines.append("mean " + ", ".join(f"{v:.3g}" for v in mean) + " · std " +
                          ", ".join(f"{v:.3g}" for v in std))
-        if s.get("onnx_check"):
-            lines.append(str(s["onnx_check"]))
+        check = s.get("onnx_check")
+        if isinstance(check, dict) and check:
+            diff = check.get("max_abs_diff", check.get("max_diff"))
+            lines.append("ONNX check against onnxruntime: largest difference "
+                         + (f"{diff:.2g}" if isinstance(diff, (int, float)) else str(diff)))
+        lines += [str(n) for n in s.get("notes") or []]
         self.summary.setText("\n".join(lines))
         self.summary.setToolTip(f"source: {m.classifier.source}\nloaded in {m.seconds:.2f} s")
         self.labels.setText(m.request.labels)

@@ -27,18 +27,20 @@ TOPK = 5
 # -- model and images ------------------------------------------------------------------------------------------
 
 def load_model(req: ModelRequest) -> Steps:
-    yield f"loading {req.describe()}"
+    """Open a model; yields the core's LoadProgress (downloads, ONNX conversion and check); a stop request
+    cancels a download. Returns the LoadedModel."""
     t0 = time.perf_counter()
+    yield f"loading {req.describe()}"
     from advgui.core.models import available_devices, load_model as core_load
-    import inspect
-    kw: dict[str, Any] = {"trust_code": req.trust_code, "allow_download": req.allow_download}
-    accepted = inspect.signature(core_load).parameters
-    if "trust_code" not in accepted:
-        kw = {"trust_pickle": req.trust_code}
-    clf = core_load(req.spec, weights=req.weights or None, labels=req.labels or None, device=req.device or "auto",
-                    **kw)
-    return LoadedModel(req, clf, clf.summary(), list(clf.class_names), available_devices(),
-                       time.perf_counter() - t0)
+
+    def work(*, on_event: Callable[[Any], None], cancel: threading.Event) -> Any:
+        return core_load(req.spec, weights=req.weights or None, labels=req.labels or None,
+                         device=req.device or "auto", trust_code=req.trust_code, allow_download=req.allow_download,
+                         input_size=req.input_size or None, progress=on_event, cancel=cancel)
+
+    clf = yield from from_callbacks(work)
+    summary = dict(clf.describe(), **clf.summary())
+    return LoadedModel(req, clf, summary, list(clf.class_names), available_devices(), time.perf_counter() - t0)
 
 
 def open_images(paths: Sequence[str], class_names: Optional[Sequence[str]]) -> Steps:

@@ -27,13 +27,15 @@ class ModelRequest:
     device: str = "auto"
     trust_code: bool = False        # TorchScript and pickles run code: only with the user's explicit trust
     allow_download: bool = False    # pretrained torchvision weights: never downloaded without asking
+    input_size: int = 0             # for models that take any size (0: the model's own)
 
     def describe(self) -> str:
         return self.spec if not self.weights else f"{self.spec} + {Path(self.weights).name}"
 
     def to_dict(self) -> dict:
         # trust and download permission are never remembered: they are asked for each time
-        return {"spec": self.spec, "weights": self.weights, "labels": self.labels, "device": self.device}
+        return {"spec": self.spec, "weights": self.weights, "labels": self.labels, "device": self.device,
+                "input_size": self.input_size}
 
 
 @dataclass

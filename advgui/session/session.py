@@ -111,8 +111,12 @@ class Session:
         if s.load_error:
             self.notify(Message(s.load_error, "warning", context="settings"))
         m = s.get_dict("model")
+        try:
+            size = max(0, int(m.get("input_size") or 0))
+        except (TypeError, ValueError):
+            size = 0
         req = ModelRequest(spec=str(m.get("spec") or "demo"), weights=str(m.get("weights") or ""),
-                           labels=str(m.get("labels") or ""), device=str(m.get("device") or "auto"))
+                           labels=str(m.get("labels") or ""), device=str(m.get("device") or "auto"), input_size=size)
         paths = s.get("images/paths") or ["demo"]
         self._pending_paths = [str(p) for p in paths] if isinstance(paths, list) else ["demo"]
         self._pending_index = s.get_int("images/index", 0)
@@ -124,8 +128,19 @@ class Session:
         self.set_status(("Starting: importing torch and loading " if first else "Loading model ")
                         + f"{req.describe()}…", busy=True)
         self.model_loading.emit(req)
-        self.runner.start("model", jobs.load_model, req, on_return=self._model_loaded,
+        self.runner.start("model", jobs.load_model, req, on_yield=self._model_progress, on_return=self._model_loaded,
                           on_error=lambda e, r=req: self._model_failed(r, e))
+
+    def _model_progress(self, p: Any) -> None:
+        stage = getattr(p, "stage", "")
+        if stage == "download" and getattr(p, "total", None):
+            self.set_status(f"Downloading the weights: {p.done / 2**20:.0f} of {p.total / 2**20:.0f} MiB…", busy=True)
+        elif stage:
+            self.set_status(getattr(p, "message", "") or f"{stage}…", busy=True)
+
+    def cancel_model_load(self) -> None:
+        """Stop opening a model (a download in progress is abandoned)."""
+        self.runner.cancel("model")
 
     def _model_loaded(self, m: LoadedModel) -> None:
         first = self.model is None
