@@ -434,7 +434,7 @@ class DefenseReport:
 
 
 def evaluate_defenses(classifier: Classifier, images: torch.Tensor, labels: torch.Tensor,
-                      transforms: Sequence[Transform | str], attack, *, adaptive: bool = True,
+                      transforms: str | Sequence[Transform | str], attack, *, adaptive: bool = True,
                       eot_samples: Optional[int] = None, batch_size: int = 64, seed: int = 0,
                       sources: Optional[Sequence[str]] = None,
                       progress: Optional[Callable[[DefenseProgress], Optional[bool]]] = None,
@@ -446,7 +446,8 @@ def evaluate_defenses(classifier: Classifier, images: torch.Tensor, labels: torc
     attacked batch and may return True to cancel, as may ``cancel``; a cancelled report holds the images
     finished so far for every stage that finished."""
     t0 = time.perf_counter()
-    ts = [parse_transform(t) if isinstance(t, str) else t for t in transforms]
+    ts = parse_transforms(transforms) if isinstance(transforms, str) else \
+        [parse_transform(t) if isinstance(t, str) else t for t in transforms]
     y = torch.as_tensor(labels, dtype=torch.long).reshape(-1)
     n = int(images.shape[0])
     if n == 0:
@@ -482,11 +483,12 @@ def evaluate_defenses(classifier: Classifier, images: torch.Tensor, labels: torc
 
     adv = run_attack(classifier, "attack")
     if adv is None:
-        raise_cancel = DefenseReport(attack.name, attack.params(), [t.spec for t in ts], [], y.numpy(),
-                                     np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros((0, 0), np.int64),
-                                     np.zeros((0, 0), np.int64), None, cancelled=True,
-                                     elapsed=time.perf_counter() - t0)
-        return raise_cancel
+        # cancelled during the plain attack: nothing is complete
+        empty = np.zeros(0, np.int64)
+        return DefenseReport(attack.name, attack.params(), [t.spec for t in ts], [], empty, empty, empty,
+                             np.zeros((len(ts), 0), np.int64), np.zeros((len(ts), 0), np.int64), None,
+                             model=str(getattr(classifier, "spec", "")), cancelled=True,
+                             elapsed=time.perf_counter() - t0)
     y_np = y.numpy()
     x_all = _float01(images)
     clean_pred = predict(classifier, x_all)
