@@ -179,14 +179,20 @@ class Detector:
                 model_input=[clf.channels, *clf.input_size])
 
     # -- scoring --------------------------------------------------------------------------------------------
-    def score_tensors(self, clf: Classifier, x: torch.Tensor, *, bpda: bool = False
-                      ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """(logits, {detector: (N,) score}) for float images ``x`` on the model's device. Differentiable in
-        ``x`` when gradients are enabled (squeezers straight-through with ``bpda``). Costs one forward pass
-        plus one per squeezer."""
-        with FeatureTap(clf, [g.name for g in self.layers]) as tap:
+    def score_tensors(self, clf: Classifier, x: torch.Tensor, *, bpda: bool = False,
+                      which: Sequence[str] = DETECTORS) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """(logits, {detector: (N,) score}) for float images ``x`` on the model's device, for the detectors
+        in ``which``. Differentiable in ``x`` when gradients are enabled (squeezers straight-through with
+        ``bpda``). Costs one forward pass, plus one per squeezer for ``squeeze``."""
+        with FeatureTap(clf, [g.name for g in self.layers] if "mahalanobis" in which else []) as tap:
             logits = clf(x)
         feats = dict(tap.out)
+        scores: dict[str, torch.Tensor] = {}
+        if "mahalanobis" in which:
+            zs = [g.z(feats[g.name]) for g in self.layers]
+            scores["mahalanobis"] = torch.stack(zs).sum(0).float() if zs else torch.zeros(x.shape[0], device=x.device)
+        if "squeeze" not in which:
+            return logits, scores
         p = logits.float().softmax(1)
         sq = []
         for t in self.squeezers:
@@ -194,9 +200,7 @@ class Detector:
             if bpda and torch.is_grad_enabled() and x.requires_grad:
                 xs = x + (xs - x).detach()
             sq.append((p - clf(xs).float().softmax(1)).abs().sum(1))
-        scores = {"squeeze": torch.stack(sq).max(0).values if sq else torch.zeros(x.shape[0], device=x.device)}
-        zs = [g.z(feats[g.name]) for g in self.layers]
-        scores["mahalanobis"] = torch.stack(zs).sum(0).float() if zs else torch.zeros(x.shape[0], device=x.device)
+        scores["squeeze"] = torch.stack(sq).max(0).values if sq else torch.zeros(x.shape[0], device=x.device)
         return logits, scores
 
     @torch.no_grad()
@@ -692,8 +696,8 @@ class DetectorEvasion(Attack):
         for t in range(self.steps + 1):
             with torch.enable_grad():
                 x = (clean + delta).clamp(0, 1)
-                logits, scores = det.score_tensors(ctx.model, x, bpda=True)
-                ctx.counter.forward += 1 + len(det.squeezers)
+                logits, scores = det.score_tensors(ctx.model, x, bpda=True, which=names)
+                ctx.counter.forward += 1 + (len(det.squeezers) if "squeeze" in names else 0)
                 z = logits.float()
                 true = z.gather(1, ctx.labels[:, None])[:, 0]
                 other = z.masked_fill(torch.nn.functional.one_hot(ctx.labels, z.shape[1]).bool(), -1e9).amax(1)
