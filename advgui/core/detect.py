@@ -90,7 +90,7 @@ class FeatureTap:
 
     def _pre(self, key: str):
         def hook(_m, inp):
-            self.out[key] = _summarise(inp[0].flatten(1) if inp[0].ndim == 4 and key.endswith(":input") else inp[0])
+            self.out[key] = _summarise(inp[0].flatten(1) if inp[0].ndim > 2 else inp[0])
         return hook
 
     def _post(self, key: str):
@@ -285,7 +285,6 @@ def load_detector(path: str | os.PathLike, clf: Optional[Classifier] = None) -> 
                             path=str(p)) from None
     if clf is not None:
         det.check_model(clf, str(p))
-        trace = {t.name: t for t in trace_layers(clf, clf.channels, clf.input_size)}
         with torch.no_grad(), FeatureTap(clf, [g.name for g in det.layers]) as tap:
             with model_as_found(clf):
                 clf(torch.zeros(1, clf.channels, *clf.input_size, device=clf.device))
@@ -295,7 +294,6 @@ def load_detector(path: str | os.PathLike, clf: Optional[Classifier] = None) -> 
                 raise DetectorError(f"{p}: layer {g.name} has {got} features in this model but {g.dim} in the "
                                     f"detector (fitted on another architecture)", code="detector_mismatch",
                                     layer=g.name)
-        del trace
     return det
 
 
