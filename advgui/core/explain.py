@@ -167,8 +167,11 @@ class Explainer:
                 out = ca.Saliency(clf).attribute(x, target=target, abs=True).detach().amax(1)
             else:
                 ig = ca.IntegratedGradients(clf)
+                # chunks of at most ig_batch images, fewer for large inputs (about 4 M input values per
+                # chunk), but never fewer than the images themselves (captum's minimum)
+                chunk = max(x.shape[0], min(self.ig_batch, (1 << 22) // max(1, x[0].numel())))
                 out = ig.attribute(x, baselines=torch.zeros_like(x), target=target, n_steps=self.ig_steps,
-                                   internal_batch_size=max(self.ig_batch, x.shape[0])).detach().sum(1)
+                                   internal_batch_size=chunk).detach().sum(1)
         return out.float().cpu().numpy()
 
     def frame(self, image: torch.Tensor, classes: Sequence[int]) -> FrameMaps:
