@@ -150,3 +150,23 @@ def test_cli_detect_refuses_mismatched_detector(tmp_path, fitted, capsys):
                "--eps", "0.1"])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and "\n" not in err and "10 classes, 1×28×28" in err and "5 classes, 1×28×28" in err
+
+
+def test_attack_manifest_carries_detector_scores(tmp_path, fitted):
+    import csv as _csv
+
+    from advgui.cli import main
+    det = fitted.save(tmp_path / "det.safetensors")
+    out = tmp_path / "atk"
+    rc = main(["attack", "--model", "demo", "--images", "demo", "--attack", "pgd", "--eps", "0.1", "--steps", "2",
+               "--out", str(out), "--detector", str(det), "--quiet"])
+    assert rc == 0
+    rows = list(_csv.DictReader((out / "manifest.csv").open()))
+    assert len(rows) == 50
+    cols = _doc_keys("## In the attack manifest")
+    assert cols <= set(rows[0]), cols - set(rows[0])
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["run"]["detector"] == str(det)
+    img = m["images"][0]
+    assert isinstance(img["mahalanobis_adv_flagged"], bool)
+    assert img["mahalanobis_adv_flagged"] == (img["mahalanobis_adv"] > fitted.thresholds["mahalanobis"])

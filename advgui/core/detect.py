@@ -727,3 +727,26 @@ class DetectorEvasion(Attack):
 
 def _float01(x: torch.Tensor) -> torch.Tensor:
     return x.float() / 255 if x.dtype == torch.uint8 else x.float()
+
+
+def manifest_columns(det: Detector, clf: Classifier) -> Callable[[Any], list[dict[str, Any]]]:
+    """For :class:`advgui.core.export.ExportWriter`'s ``row_extras``: per image of an attacked batch, each
+    detector's score and flag on the clean image and on the written 8-bit adversarial PNG
+    (``<detector>_clean``, ``<detector>_adv``, ``<detector>_adv_flagged``)."""
+    det.check_model(clf)
+
+    def extras(batch) -> list[dict[str, Any]]:
+        r = batch.result
+        sc = det.score(clf, r.clean)
+        sa = det.score(clf, r.adv8)
+        out = []
+        for k in range(len(r)):
+            row: dict[str, Any] = {}
+            for name in DETECTORS:
+                row[f"{name}_clean"] = round(float(sc[name][k]), 6)
+                row[f"{name}_adv"] = round(float(sa[name][k]), 6)
+                row[f"{name}_adv_flagged"] = bool(sa[name][k] > det.thresholds[name])
+            out.append(row)
+        return out
+
+    return extras
