@@ -170,3 +170,14 @@ def test_attack_manifest_carries_detector_scores(tmp_path, fitted):
     img = m["images"][0]
     assert isinstance(img["mahalanobis_adv_flagged"], bool)
     assert img["mahalanobis_adv_flagged"] == (img["mahalanobis_adv"] > fitted.thresholds["mahalanobis"])
+
+
+def test_torchscript_model_cannot_fit_mahalanobis(demo_model, tmp_path):
+    from advgui.core.models import load_model
+    path = tmp_path / "demo_ts.pt"
+    torch.jit.script(demo_model.net).save(str(path))
+    clf = load_model(str(path), device="cpu")
+    x, y = digits_dataset("train")
+    with pytest.raises(DetectorError) as e:
+        fit_detector(clf, x[:200], y[:200])
+    assert e.value.code == "detector_layers"

@@ -182,3 +182,13 @@ def test_cli_explain_bad_layer_is_one_line(tmp_path, capsys):
                "--out", str(tmp_path / "o")])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and len(err.splitlines()) == 1 and "net.nope" in err
+
+
+def test_torchscript_model_falls_back_to_saliency(demo_model, tmp_path):
+    from advgui.core.models import load_model
+    path = tmp_path / "demo_ts.pt"
+    torch.jit.script(demo_model.net).save(str(path))
+    clf = load_model(str(path), device="cpu")
+    ex = Explainer(clf, "gradcam")
+    assert ex.method == "saliency" and "cannot be hooked" in ex.fallback_reason
+    assert ex.frame(torch.rand(1, 28, 28), [1, 2]).maps.shape == (2, 28, 28)

@@ -83,6 +83,10 @@ class FeatureTap:
             except KeyError:
                 raise DetectorError(f"layer {name!r} is not in this model", code="detector_mismatch",
                                     layer=name) from None
+            if isinstance(mod, torch.jit.ScriptModule):
+                self.close()
+                raise DetectorError(f"layer {name!r} is TorchScript: its features cannot be read",
+                                    code="detector_layers", layer=name)
             if where == "input":
                 self._handles.append(mod.register_forward_pre_hook(self._pre(key)))
             else:
@@ -128,11 +132,12 @@ class GaussianLayer:
 
     def distance(self, f: torch.Tensor) -> torch.Tensor:
         """Squared Mahalanobis distance to the closest class mean, (N,), differentiable in ``f``."""
-        mu = self.means.to(f.device)
-        P = self.precision.to(f.device)
+        dt = torch.float32 if f.device.type == "mps" else torch.float64   # MPS has no float64
+        mu = self.means.to(f.device, dt)
+        P = self.precision.to(f.device, dt)
         ok = ~torch.isnan(mu[:, 0])
         mu = mu[ok]
-        diff = f.double()[:, None, :] - mu[None]                 # (N, K, d)
+        diff = f.to(dt)[:, None, :] - mu[None]                   # (N, K, d)
         m = torch.einsum("nkd,de,nke->nk", diff, P, diff)
         return m.min(1).values
 

@@ -60,9 +60,11 @@ def trace_layers(model: nn.Module, channels: int, input_size: tuple[int, int],
         return hook
 
     for name, mod in model.named_modules():
-        if not name:
-            continue
+        if not name or isinstance(mod, torch.jit.ScriptModule):
+            continue     # TorchScript modules take no hooks (nor do their submodules)
         handles.append(mod.register_forward_hook(hook_for(name, mod)))
+    if not handles:
+        return []
     try:
         with model_as_found(model), torch.no_grad():
             model(torch.zeros(1, channels, *input_size, device=device))
