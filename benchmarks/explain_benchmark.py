@@ -56,7 +56,7 @@ def resnet18_photos(device):
 
 def bench_detect(args) -> None:
     from advgui.core.attacks import make_attack
-    from advgui.core.detect import GaussianLayer, auc, fit_detector, run_detection, tpr_at_fpr
+    from advgui.core.detect import auc, fit_detector, run_detection, tpr_at_fpr
     clf, xtr, ytr, xte, yte = demo_data()
     t0 = time.perf_counter()
     det = fit_detector(clf, xtr, ytr, fpr=0.05, holdout=0.2, seed=0)
@@ -71,7 +71,6 @@ def bench_detect(args) -> None:
     for k, r in rep.detectors.items():
         print(f"  {k:<34} {r.auc:6.3f} {100 * r.tpr_at_5:9.1f}% {100 * r.tpr:18.1f}% / {100 * r.fpr:.1f}%")
     # where the features come from: each layer alone, and Lee et al.'s penultimate layer with mean pooling
-    adv = None
     from advgui.core.detect import FeatureTap, _float01
     from advgui.core.attacks.base import model_as_found
     res = make_attack("pgd", eps=0.1, steps=args.pgd_steps).run(clf, _float01(xte), yte, seed=0)
@@ -89,7 +88,6 @@ def bench_detect(args) -> None:
     # the textbook variant: penultimate features only, class means of the plain features
     pen = [g for g in det.layers if g.name.endswith(":input")]
     if pen:
-        from advgui.core.probe import block_layers, trace_layers  # noqa: F401
         det_pen = fit_detector(clf, xtr, ytr, layers=[pen[0].name], seed=0)
         r2 = run_detection(det_pen, clf, xte, yte, make_attack("pgd", eps=0.1, steps=args.pgd_steps), adaptive=False)
         m = r2.detectors["mahalanobis"]

@@ -181,3 +181,10 @@ def test_torchscript_model_cannot_fit_mahalanobis(demo_model, tmp_path):
     with pytest.raises(DetectorError) as e:
         fit_detector(clf, x[:200], y[:200])
     assert e.value.code == "detector_layers"
+
+
+def test_cancel_before_the_first_batch_gives_an_empty_report(demo_model, fitted):
+    x, y = digits_dataset("test")
+    rep = run_detection(fitted, demo_model, x[:8], y[:8], make_attack("fgsm", eps=0.1), cancel=lambda: True)
+    assert rep.cancelled and rep.n == 0
+    assert json.loads(json.dumps(rep.to_dict(), allow_nan=True))["n"] == 0

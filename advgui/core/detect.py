@@ -26,7 +26,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -409,6 +408,8 @@ def roc(clean_scores: np.ndarray, adv_scores: np.ndarray) -> tuple[np.ndarray, n
     """(fpr, tpr, thresholds) for "score > threshold means adversarial", from (−∞ flag-all) to none."""
     s = np.concatenate([clean_scores, adv_scores]).astype(np.float64)
     lab = np.concatenate([np.zeros(len(clean_scores)), np.ones(len(adv_scores))])
+    if len(s) == 0:
+        return np.zeros(1), np.zeros(1), np.full(1, np.inf)
     order = np.argsort(-s, kind="mergesort")
     s, lab = s[order], lab[order]
     distinct = np.r_[np.nonzero(np.diff(s))[0], len(s) - 1]
@@ -599,13 +600,13 @@ def run_detection(det: Detector, clf: Classifier, images: torch.Tensor, labels: 
     def attack_all(atk, stage: str) -> tuple[torch.Tensor, np.ndarray]:
         advs, succ = [], []
         for b in range(0, n, batch_size):
-            if cancelled[0]:
+            if cancelled[0] or is_cancelled(cancel):
+                cancelled[0] = True
                 break
             r = atk.run(clf, _float01(images[b:b + batch_size]), y[b:b + batch_size], seed=seed)
             advs.append(r.adv)
             succ.append(r.success)
             tick(stage, r.adv.shape[0])
-        m = sum(a.shape[0] for a in advs)
         return (torch.cat(advs) if advs else torch.zeros(0)), (np.concatenate(succ) if succ else np.zeros(0, bool))
 
     adv, success = attack_all(attack, "attack")

@@ -32,7 +32,7 @@ def have_matplotlib() -> bool:
 
 def _pyplot():
     try:
-        import matplotlib
+        import matplotlib  # noqa: F401 - present? (the figure classes are imported below)
     except ImportError:
         raise MissingExtra("plots need the 'explain' extra: pip install 'advgui[explain]'", extra="explain") from None
     from matplotlib.figure import Figure   # a Figure without pyplot's global state: safe in threads
