@@ -122,10 +122,14 @@ def test_cli_detect_fit_save_reuse(tmp_path):
     assert set(d) <= _doc_keys("## detect.json")
     assert set(d["detectors"]["mahalanobis"]) <= _doc_keys("### detectors")
     assert set(d["adaptive"]) <= _doc_keys("### adaptive")
+    assert set(d["adaptive"]["runs"]) == {"mahalanobis", "squeeze", "both"}
+    assert set(d["adaptive"]["runs"]["both"]) <= _doc_keys("### adaptive runs")
     rows = (out / "scores.csv").read_text().splitlines()
     header = rows[0].split(",")
     assert set(header) <= _doc_keys("## scores.csv")
-    assert len(rows) == 1 + 3 * 12     # clean, adversarial and adaptive version of each image
+    assert len(rows) == 1 + 5 * 12     # clean, adversarial and three adaptive versions of each image
+    assert {r.split(",")[1] for r in rows[1:]} == {"clean", "adv", "adaptive-mahalanobis", "adaptive-squeeze",
+                                                   "adaptive-both"}
     assert (out / "roc.png").stat().st_size > 0
     det = out / "detector.safetensors"
     assert det.exists()
