@@ -77,6 +77,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     o.add_argument("--out", metavar="DIR", help="write clean/adv PNGs, float tensors and manifests here")
     o.add_argument("--resume", action="store_true", help="continue an interrupted export in --out")
     o.add_argument("--overwrite", action="store_true", help="replace an earlier export in --out")
+    o.add_argument("--detector", metavar="FILE",
+                   help="a detector saved by `advgui detect`: its scores of the clean and adversarial images "
+                        "go into the manifest (docs/detect.md)")
     o.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -166,9 +169,16 @@ def run(args: argparse.Namespace) -> int:
                 "device": str(clf.device), "batch_size": args.batch_size}
     writer = None
     indices = None
+    extras = None
+    if args.detector:
+        if not args.out:
+            raise CliError("--detector needs --out DIR (the scores go into the manifest)")
+        from ..core.detect import load_detector, manifest_columns
+        extras = manifest_columns(load_detector(args.detector, clf), clf)
+        run_info["detector"] = str(args.detector)
     if args.out:
         writer = ExportWriter(args.out, classifier=clf, image_set=images, run_info=run_info,
-                              overwrite=args.overwrite, resume=args.resume)
+                              overwrite=args.overwrite, resume=args.resume, row_extras=extras)
         indices = writer.pending_indices()
         if args.resume and len(indices) < len(images):
             print(f"advgui attack: resuming: {len(images) - len(indices)} images already done, "

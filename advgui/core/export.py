@@ -18,7 +18,7 @@ import shutil
 import time
 from collections import Counter
 from pathlib import Path, PurePosixPath
-from typing import Any, Iterable, Optional, Sequence
+from typing import Any, Callable, Iterable, Optional, Sequence
 
 import numpy as np
 import torch
@@ -110,7 +110,10 @@ class ExportWriter:
 
     def __init__(self, out_dir: str | os.PathLike, *, classifier: Classifier, image_set: ImageSet,
                  run_info: dict[str, Any], overwrite: bool = False, resume: bool = False,
-                 verify: bool = True) -> None:
+                 verify: bool = True,
+                 row_extras: Optional[Callable[[BatchResult], list[dict[str, Any]]]] = None) -> None:
+        # row_extras: more columns per image of a batch (e.g. detector scores), appended after CSV_FIELDS
+        self.row_extras = row_extras
         self.out = Path(out_dir).expanduser()
         self.clf = classifier
         self.images = image_set
@@ -170,6 +173,7 @@ class ExportWriter:
         r = batch.result
         names = self.clf.class_names
         clean8 = (r.clean * 255).round().to(torch.uint8)
+        extras = self.row_extras(batch) if self.row_extras is not None else None
         for k, i in enumerate(batch.indices):
             item = self.images.items[i]
             name = self.names[item.rel]
@@ -197,6 +201,8 @@ class ExportWriter:
                 "linf": float(r.linf[k]), "l2": float(r.l2[k]), "linf8": float(r.linf8[k]),
                 "l2_8": float(r.l2_8[k]), "l0": int(r.l0[k]), "first_success_step": int(r.first_success_step[k]),
             }
+            if extras is not None:
+                row.update(extras[k])
             self.rows = [x for x in self.rows if x["source"] != row["source"]] + [row]
         self._write_manifest(complete=False)
 
@@ -227,7 +233,8 @@ class ExportWriter:
             "images": rows,
         }
         buf = io.StringIO()
-        w = csv.DictWriter(buf, fieldnames=CSV_FIELDS, extrasaction="ignore", lineterminator="\n")
+        extra = list(dict.fromkeys(k for row in rows for k in row if k not in CSV_FIELDS))
+        w = csv.DictWriter(buf, fieldnames=CSV_FIELDS + extra, extrasaction="ignore", lineterminator="\n")
         w.writeheader()
         for row in rows:
             w.writerow(row)
