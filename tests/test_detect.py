@@ -180,7 +180,7 @@ def test_torchscript_model_cannot_fit_mahalanobis(demo_model, tmp_path):
     from advgui.core.models import load_model
     path = tmp_path / "demo_ts.pt"
     torch.jit.script(demo_model.net).save(str(path))
-    clf = load_model(str(path), device="cpu")
+    clf = load_model(str(path), device="cpu", trust_code=True)  # TorchScript is code: trusted here
     x, y = digits_dataset("train")
     with pytest.raises(DetectorError) as e:
         fit_detector(clf, x[:200], y[:200])

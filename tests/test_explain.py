@@ -188,7 +188,7 @@ def test_torchscript_model_falls_back_to_saliency(demo_model, tmp_path):
     from advgui.core.models import load_model
     path = tmp_path / "demo_ts.pt"
     torch.jit.script(demo_model.net).save(str(path))
-    clf = load_model(str(path), device="cpu")
+    clf = load_model(str(path), device="cpu", trust_code=True)  # TorchScript is code: trusted here
     ex = Explainer(clf, "gradcam")
     assert ex.method == "saliency" and "cannot be hooked" in ex.fallback_reason
     assert ex.frame(torch.rand(1, 28, 28), [1, 2]).maps.shape == (2, 28, 28)
