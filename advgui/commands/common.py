@@ -24,3 +24,32 @@ def load_model_from_args(args: argparse.Namespace):
     from ..core.models import load_model
     return load_model(args.model, weights=args.weights, labels=args.labels, trust_pickle=args.trust_pickle,
                       device=args.device, input_size=getattr(args, "input_size", None))
+
+
+# -- option types: a bad value is one line from argparse, never a traceback later --------------------------
+
+MAX_SEED = 2 ** 63 - 1
+
+
+def seed_int(text: str) -> int:
+    """``--seed``: a whole number 0..2**63-1 (what torch's generators accept)."""
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if not 0 <= v <= MAX_SEED:
+        shown = text if len(text) <= 24 else f"{text[:12]}…({len(text)} digits)"
+        raise argparse.ArgumentTypeError(f"{shown} is out of range: give a whole number from 0 to {MAX_SEED}")
+    return v
+
+
+def finite_float(text: str) -> float:
+    """A float option that must be a finite number (``nan`` and ``inf`` are refused, not silently used)."""
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    import math
+    if not math.isfinite(v):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+    return v
