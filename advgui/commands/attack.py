@@ -34,7 +34,11 @@ without it they find the smallest perturbation they can, with it the result is a
 
 output (--out DIR): clean/ and adv/ PNGs at the model's input size (names mirror the sources),
 adv_float/ with the exact float adversarial images (.npz), manifest.csv and manifest.json (one row per
-image, the run's parameters, versions, skipped files). Written PNGs stay within eps of clean/.
+image, the run's parameters, model-check warnings, versions, skipped files). Written PNGs stay within eps
+of clean/. The manifest is written before the first image and every finished image is journaled at once,
+so an interrupted run (Ctrl-C, kill, full disk) continues with --resume. The folder is locked while a run
+writes. --overwrite only replaces an earlier advgui export and deletes only the files its manifest lists.
+An output folder inside the image folder (or the reverse) is refused.
 """
 
 
