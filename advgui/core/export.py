@@ -191,8 +191,11 @@ def check_output_location(out: str | os.PathLike, image_set: ImageSet) -> None:
             raise ExportError(f"{out}: the image folder {folder} is inside the output folder; writing there "
                               "could replace the images. Choose another output folder",
                               code="input-inside-output", out=str(out), images=str(folder))
+    parents: dict[Path, Path] = {}
     for it in image_set.items:
-        if _inside(_real(it.path.parent), o):
+        if it.path.parent not in parents:
+            parents[it.path.parent] = _real(it.path.parent)
+        if _inside(parents[it.path.parent], o):
             raise ExportError(f"{out}: the image {it.path} lies inside the output folder; writing there could "
                               "replace it. Choose another output folder",
                               code="input-inside-output", out=str(out), images=str(it.path))
@@ -365,7 +368,8 @@ class ExportInfo:
 
 
 def read_export_settings(out: str | os.PathLike) -> ExportInfo:
-    """Read an export folder's recorded settings without changing anything (no lock is taken).
+    """Read an export folder's recorded settings without changing it (the lock is only tested, so that
+    ``locked_by`` names a process writing there now).
 
     The window calls this for a folder that is not empty: an :class:`ExportInfo` means it is an advgui export
     that can be resumed with ``info.run`` (``info.make_attack()``, ``run["model"]``, ``run["images"]``,
@@ -674,13 +678,6 @@ class ExportWriter:
         except OSError as e:
             raise self._write_error(self.out / JOURNAL, e) from None
 
-    def _sync_journal(self) -> None:
-        if self._journal_fd is not None:
-            try:
-                os.fsync(self._journal_fd)
-            except OSError as e:
-                raise self._write_error(self.out / JOURNAL, e) from None
-
     def _write_error(self, path: Path, e: OSError) -> ExportError:
         full = e.errno in (errno.ENOSPC, errno.EDQUOT)
         reason = e.strerror or str(e)
@@ -759,7 +756,8 @@ class ExportWriter:
                 self._done_in_set += 1
             self.rows[row["source"]] = row
             self.written_now += 1
-        self._sync_journal()
+        # No fsync of the journal: its lines follow files that are already durable (fileio fsyncs each one), so
+        # a line lost to a power cut only means that image is done again; a resume checks every listed file.
         self.in_progress.clear()
 
     def run(self, attack: Any, *, batch_size: int = 64, target: Optional[int] = None, seed: Optional[int] = 0,
