@@ -142,3 +142,13 @@ def test_holdout_note_says_the_share_actually_held_out():
     assert len(vy) == 5
     assert "5 of 10 images held out from tiny (50%" in note and "10% was asked" in note
     assert holdout_note(10, 100, 0.1, "big") == "validation: 10 of 100 images held out from big (10%)"
+
+
+def test_training_data_uses_matching_class_folders_and_lists_the_rest(tree):
+    from advgui.core.models import load_model
+    from advgui.core.training import load_training_set
+    (tree / "stray").mkdir()
+    shutil.copy(next((tree / "3").glob("*.png")), tree / "stray" / "x.png")
+    ts = load_training_set(tree, load_model("demo", device="cpu"))
+    assert len(ts) == 50
+    assert any("stray/: 1 image(s) left out" in k for k in ts.skipped)

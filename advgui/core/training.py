@@ -238,7 +238,11 @@ def load_training_set(spec: str | os.PathLike, classifier: Classifier) -> Traini
     idx, x = iset.load_all(classifier.preprocess)
     y = iset.labels_tensor(idx)
     assert y is not None
-    return TrainingSet(x, y, s, [str(k) for k in iset.skipped])
+    left_out = [f"{Path(s) / name}/: {n} image(s) left out, not a class of the model"
+                for name, n in iset.other_folders.items()]
+    if iset.loose_files:
+        left_out.append(f"{s}: {iset.loose_files} image(s) outside any class folder left out")
+    return TrainingSet(x, y, s, [str(k) for k in iset.skipped] + left_out)
 
 
 def split_holdout(x: torch.Tensor, y: torch.Tensor, fraction: float = 0.1, seed: int = 0
@@ -535,7 +539,8 @@ def train_model(classifier: Classifier, data: TrainingSet, config: Optional[Trai
                      + (f", first {cfg.val_max} used)" if len(vy) > cfg.val_max else ")"))
     for s in (data, val):
         if s is not None and s.skipped:
-            notes.append(f"{s.source}: skipped {len(s.skipped)} unreadable file(s)")
+            notes.append(f"{s.source}: left out {len(s.skipped)} unreadable file(s) or non-class folder(s) "
+                         "(listed as skipped)")
     result = train(classifier, tx, ty, cfg, val=(vx, vy), on_batch=on_batch, on_epoch=on_epoch, cancel=cancel)
     result.notes = notes + result.notes
     result.data_source = data.source
