@@ -884,10 +884,25 @@ class ExportWriter:
             w.writerow({k: csv_safe(v) for k, v in row.items()})
         try:
             atomic_write_text(self.out / MANIFEST_CSV, buf.getvalue())
-            atomic_write_text(self.out / MANIFEST_JSON, json.dumps(_finite(doc), indent=1, default=_json_default,
-                                                                   allow_nan=False))
+            atomic_write_text(self.out / MANIFEST_JSON, _manifest_text(doc))
         except OSError as e:
             raise self._write_error(self.out / MANIFEST_JSON, e) from None
+
+
+def _manifest_text(doc: dict[str, Any]) -> str:
+    """manifest.json as text: the header indented, then one row per line. (``json.dumps(indent=...)`` falls back
+    to the pure-Python encoder, several times slower than one C-encoded line per row on 10,000 rows.)"""
+    rows = doc["images"]
+    head = json.dumps(_finite({k: v for k, v in doc.items() if k != "images"}), indent=1, default=_json_default,
+                      allow_nan=False)
+    lines = []
+    for r in rows:
+        try:
+            lines.append(json.dumps(r, default=_json_default, allow_nan=False))
+        except ValueError:                       # a NaN that slipped into a row: null, as everywhere else
+            lines.append(json.dumps(_finite(r), default=_json_default, allow_nan=False))
+    body = "[\n  " + ",\n  ".join(lines) + "\n ]" if lines else "[]"
+    return head[:-2] + ',\n "images": ' + body + "\n}\n"
 
 
 def _temp_target(folder: str | Path, name: str, out: Path) -> str:
