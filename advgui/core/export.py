@@ -76,12 +76,16 @@ class ExportError(UserError):
 
 
 def versions() -> dict[str, str]:
+    import sys
+    from importlib import metadata
+
     from .. import __version__
-    try:
-        import torchvision
-        tv = torchvision.__version__
-    except ImportError:  # a minimal bundle may ship without torchvision
-        tv = None
+    tv = getattr(sys.modules.get("torchvision"), "__version__", None)
+    if tv is None:      # its version without importing it (seconds, just for a string)
+        try:
+            tv = metadata.version("torchvision")
+        except metadata.PackageNotFoundError:  # a minimal bundle may ship without torchvision
+            tv = None
     return {"advgui": __version__, "torch": torch.__version__, "torchvision": tv,
             "numpy": np.__version__, "python": platform.python_version()}
 
