@@ -89,6 +89,7 @@ def run_export(clf, images, attack, batch_size, out: Path, reference: bool) -> d
     timers = Timers()
     timers.wrap(export, "atomic_write_bytes", "image files")
     timers.wrap(ExportWriter, "_journal", "journal")
+    timers.wrap(ExportWriter, "_journal_row", "journal")
     timers.wrap(ExportWriter, "_write_manifest", "manifest")
     try:
         marks = []

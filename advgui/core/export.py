@@ -462,6 +462,7 @@ class ExportWriter:
         self.verify = verify
         self.warnings = [_warning_dict(w) for w in warnings]
         self.rows: dict[str, dict[str, Any]] = {}
+        self._row_text: dict[str, str] = {}   # source -> the row as JSON, encoded once for journal and manifest
         self.in_progress: set[str] = set()
         self.started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
         self.run_id = uuid.uuid4().hex
@@ -527,6 +528,7 @@ class ExportWriter:
 
     def _start_new(self) -> None:
         self.rows = {}
+        self._row_text = {}
         self.in_progress = set()
         self._write_manifest(complete=False)        # the header: resumable before the first image
         self._open_journal(truncate=True)
@@ -673,10 +675,22 @@ class ExportWriter:
             except OSError:
                 pass
 
+    def _journal_row(self, row: dict[str, Any]) -> None:
+        """Journal one complete image and list it (the row is encoded once, for journal and manifest)."""
+        text = json.dumps(row, default=_json_default, allow_nan=False)
+        self._journal_line('{"run_id": "%s", "row": %s}\n' % (self.run_id, text))
+        if row["source"] not in self.rows:
+            self._done_in_set += 1
+        self.rows[row["source"]] = row
+        self._row_text[row["source"]] = text
+
     def _journal(self, record: dict[str, Any]) -> None:
+        self._journal_line(json.dumps({"run_id": self.run_id, **record}, default=_json_default, allow_nan=False)
+                           + "\n")
+
+    def _journal_line(self, line: str) -> None:
         if self._journal_fd is None:
             self._open_journal(truncate=False)
-        line = json.dumps({"run_id": self.run_id, **record}, default=_json_default, allow_nan=False) + "\n"
         try:
             os.write(self._journal_fd, line.encode("utf-8"))
         except OSError as e:
@@ -755,10 +769,7 @@ class ExportWriter:
                 "linf": _num(r.linf[k]), "l2": _num(r.l2[k]), "linf8": _num(r.linf8[k]),
                 "l2_8": _num(r.l2_8[k]), "l0": int(r.l0[k]), "first_success_step": int(r.first_success_step[k]),
             }
-            self._journal({"row": row})           # after the files: the journal never lists an incomplete file
-            if row["source"] not in self.rows:
-                self._done_in_set += 1
-            self.rows[row["source"]] = row
+            self._journal_row(row)       # after its files: the journal never lists an incomplete file
             self.written_now += 1
         # No fsync of the journal: its lines follow files that are already durable (fileio fsyncs each one), so
         # a line lost to a power cut only means that image is done again; a resume checks every listed file.
@@ -882,25 +893,30 @@ class ExportWriter:
             "images": rows,
         }
         buf = io.StringIO()
-        w = csv.DictWriter(buf, fieldnames=CSV_FIELDS, extrasaction="ignore", lineterminator="\n")
-        w.writeheader()
-        for row in rows:
-            w.writerow({k: csv_safe(v) for k, v in row.items()})
+        w = csv.writer(buf, lineterminator="\n")
+        w.writerow(CSV_FIELDS)
+        w.writerows([[csv_safe(v) for v in map(row.get, CSV_FIELDS)] for row in rows])
         try:
             atomic_write_text(self.out / MANIFEST_CSV, buf.getvalue())
-            atomic_write_text(self.out / MANIFEST_JSON, _manifest_text(doc))
+            atomic_write_text(self.out / MANIFEST_JSON, _manifest_text(doc, self._row_text))
         except OSError as e:
             raise self._write_error(self.out / MANIFEST_JSON, e) from None
 
 
-def _manifest_text(doc: dict[str, Any]) -> str:
+def _manifest_text(doc: dict[str, Any], encoded: Optional[dict[str, str]] = None) -> str:
     """manifest.json as text: the header indented, then one row per line. (``json.dumps(indent=...)`` falls back
-    to the pure-Python encoder, several times slower than one C-encoded line per row on 10,000 rows.)"""
+    to the pure-Python encoder, several times slower than one C-encoded line per row on 10,000 rows.) Rows
+    this session wrote were encoded once already, for the journal (``encoded``: source -> text)."""
     rows = doc["images"]
+    encoded = encoded or {}
     head = json.dumps(_finite({k: v for k, v in doc.items() if k != "images"}), indent=1, default=_json_default,
                       allow_nan=False)
     lines = []
     for r in rows:
+        cached = encoded.get(r.get("source"))
+        if cached is not None:
+            lines.append(cached)
+            continue
         try:
             lines.append(json.dumps(r, default=_json_default, allow_nan=False))
         except ValueError:                       # a NaN that slipped into a row: null, as everywhere else
