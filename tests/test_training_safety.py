@@ -67,7 +67,7 @@ def test_nan_loss_stops_with_an_error_and_saves_nothing(tmp_path, tree, capsys):
 @pytest.fixture(scope="module")
 def trained():
     from advgui.core.models import load_model
-    from advgui.core.training import TrainConfig, TrainingSet, train
+    from advgui.core.training import TrainConfig, train
     from advgui.core.data import digits_dataset
     x, y = digits_dataset("test")
     clf = load_model("demo", device="cpu")

@@ -4,7 +4,6 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from pathlib import Path
 from typing import Any, Optional
 
 from .common import add_model_options, finite_float, load_model_from_args, seed_int
