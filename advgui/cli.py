@@ -30,6 +30,48 @@ class CliError(UserError):
     code = "cli"
 
 
+def add_window_options(p: argparse.ArgumentParser) -> None:
+    """The window's own options (the same as ``advgui.gui.app``'s; kept here, without Qt, so that a mistyped
+    option is refused before anything imports Qt: a headless machine must not abort in Qt over a typo)."""
+    p.add_argument("--autorun", nargs="?", const="run", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--reset-settings", action="store_true", help="forget the remembered model, images and layout")
+
+
+def _window_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="advgui", description="Open the desktop window.", add_help=False)
+    add_window_options(p)
+    return p
+
+
+def _check_window_args(argv: Sequence[str]) -> None:
+    """Exit 2 with one line naming the unknown options (and what was probably meant) unless every argument
+    is one of the window's options."""
+    _, rest = _window_parser().parse_known_args(list(argv))
+    if not rest:
+        return
+    import difflib
+    known = ["--help", "--version", "--debug", "--autorun", "--reset-settings"]
+    hints = []
+    for a in rest:
+        m = difflib.get_close_matches(a.split("=")[0], known, n=1, cutoff=0.75) if a.startswith("-") else []
+        if m:
+            hints.append(f"did you mean {m[0]}?")
+    commands = [a for a in rest if a in _command_names()]
+    if commands:
+        hints.append(f"options of a command come after its name: advgui {commands[0]} "
+                     + " ".join(a for a in argv if a != commands[0]))
+    msg = f"advgui: error: unrecognized arguments: {' '.join(rest)}"
+    if hints:
+        msg += " (" + "; ".join(hints) + ")"
+    print(msg + "\nRun 'advgui --help' for the commands and options.", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def _command_names() -> list[str]:
+    from . import commands
+    return ["gui", *(m.name for m in pkgutil.iter_modules(commands.__path__) if m.name != "common")]
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="advgui",
@@ -41,6 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     gui = sub.add_parser("gui", help="open the desktop window (the default)",
                          description="Open the desktop window.")
+    add_window_options(gui)
     gui.set_defaults(func=None)
     from . import commands
     for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
@@ -61,16 +104,27 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] == "gui" or (argv[0].startswith("-") and argv[0] not in
-                                        ("-h", "--help", "--version", "--debug")):
+    # the window opens for `advgui` alone, `advgui gui [window options]` and `advgui [window options]`;
+    # anything else is parsed strictly, so a typo is an error here and never reaches Qt
+    window_args: Optional[list[str]] = None
+    if not argv:
+        window_args = []
+    elif argv[0] == "gui" and not any(a in ("-h", "--help") for a in argv[1:]):
+        _check_window_args(argv[1:])
+        window_args = argv[1:]
+    elif argv[0].startswith("-") and argv[0] not in ("-h", "--help", "--version", "--debug"):
+        _check_window_args(argv)
+        window_args = argv
+    if window_args is not None:
         # the window: no torch import here, so it paints at once
         from .gui.app import main as gui_main
-        return gui_main(argv[1:] if argv and argv[0] == "gui" else argv)
+        return gui_main(window_args)
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command in (None, "gui"):
         from .gui.app import main as gui_main
-        return gui_main([])
+        rest = argv[argv.index("gui") + 1:] if "gui" in argv else []
+        return gui_main(rest)
     debug = getattr(args, "debug", False)
     try:
         return int(args.func(args) or 0)

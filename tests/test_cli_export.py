@@ -87,16 +87,26 @@ def test_clean_image_is_the_attack_start(tmp_path, small_set):
     assert read_png(out / rows[0]["clean_png"]).shape == (1, 28, 28)
 
 
-def test_non_empty_output_is_refused_and_overwrite_replaces(tmp_path, small_set, capsys):
+def test_non_empty_output_is_refused_and_overwrite_replaces_only_an_export(tmp_path, small_set, capsys):
     out = tmp_path / "out"
     out.mkdir()
     (out / "something").write_text("x")
     args = ["attack", "--images", str(small_set), "--attack", "fgsm", "--eps", "8/255", "--out", str(out), "--quiet"]
     assert run_cli(*args) == 2
     assert "not empty" in capsys.readouterr().err
-    assert run_cli(*args, "--overwrite") == 0
-    assert (out / "something").exists()  # not ours: left alone
-    assert len(json.loads((out / "manifest.json").read_text())["images"]) == 12
+    # not an advgui export: --overwrite refuses too, naming what it found, and deletes nothing
+    assert run_cli(*args, "--overwrite") == 2
+    err = capsys.readouterr().err
+    assert "not an advgui export" in err and "something" in err
+    assert sorted(p.name for p in out.iterdir()) == ["something"]
+    # an advgui export is replaced; a file of the user's next to it stays
+    (out / "something").unlink()
+    assert run_cli(*args) == 0
+    (out / "notes.txt").write_text("mine")
+    assert run_cli(*args, "--eps", "4/255", "--overwrite") == 0
+    assert (out / "notes.txt").read_text() == "mine"
+    doc = json.loads((out / "manifest.json").read_text())
+    assert len(doc["images"]) == 12 and doc["run"]["params"]["eps"] == pytest.approx(4 / 255)
 
 
 def test_resume_after_interruption_does_not_redo_finished_images(tmp_path, small_set, monkeypatch, capsys):
@@ -136,16 +146,18 @@ def test_resume_after_interruption_does_not_redo_finished_images(tmp_path, small
     for r in doc["images"]:
         if r["source"] in first:
             assert (out / r["adv_png"]).stat().st_mtime_ns == first[r["source"]]
-    # a resume with different parameters is refused
+    # a resume with different parameters is refused, in one line naming the difference
+    capsys.readouterr()
     assert run_cli(*[a if a != "0.1" else "0.2" for a in args], "--resume") == 2
-    assert "different params" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "params.eps 0.1, this one 0.2" in err and len(err.strip().splitlines()) == 1
 
 
 def test_output_names_mirror_sources_and_stay_unique():
-    names = output_names(["a/cat.jpg", "a/cat.png", "b/dog.jpeg", "top.bmp"])
-    assert names == {"a/cat.jpg": "a/cat.jpg.png", "a/cat.png": "a/cat.png.png", "b/dog.jpeg": "b/dog.png",
-                     "top.bmp": "top.png"}
-    assert len(set(names.values())) == 4
+    rels = ["a/cat.jpg", "a/cat.png", "b/dog.jpeg", "top.bmp"]
+    names = output_names(rels)
+    assert names == ["a/cat.jpg.png", "a/cat.png.png", "b/dog.png", "top.png"]
+    assert len(set(names)) == 4
 
 
 def test_unlabelled_folder_uses_clean_prediction(tmp_path, small_set, capsys):
@@ -156,7 +168,7 @@ def test_unlabelled_folder_uses_clean_prediction(tmp_path, small_set, capsys):
     out = tmp_path / "o"
     assert run_cli("attack", "--images", str(flat), "--attack", "fgsm", "--eps", "0.2", "--out", str(out),
                    "--quiet") == 0
-    assert "clean prediction was used" in capsys.readouterr().out
+    assert "clean prediction is used as the label" in capsys.readouterr().out
     doc = json.loads((out / "manifest.json").read_text())
     assert all(r["label_source"] == "prediction" and r["true_label"] == r["clean_pred"] for r in doc["images"])
     assert "clean prediction" in doc["labels"]

@@ -141,3 +141,56 @@ def test_resize_and_centre_crop_follow_torchvision_preset(tmp_path):
     x = open_images(f).load(0, Preprocess((224, 224), 3, resize_size=256))
     assert tuple(x.shape) == (3, 224, 224)
     assert x.float().mean() > 200  # the centre crop keeps the white middle
+
+
+# -- issue 8 item 11: labels that are not all or nothing ------------------------------------------------------
+
+def _tree(root, folders):
+    from advgui.core.models import resource_path
+    src = sorted(resource_path("demo_images").rglob("*.png"))
+    k = 0
+    for folder, n in folders.items():
+        (root / folder).mkdir(parents=True, exist_ok=True)
+        for _ in range(n):
+            Image.open(src[k % len(src)]).save(root / folder / f"img{k}.png")
+            k += 1
+    return root
+
+
+def test_matching_class_folders_are_used_and_the_others_listed(tmp_path):
+    root = _tree(tmp_path / "set", {"1": 2, "3": 2, "7": 2, "stray": 3, ".thumbnails": 4, "3/.cache": 1})
+    Image.new("L", (8, 8)).save(root / "loose.png")
+    s = open_images(root, [str(i) for i in range(10)])
+    assert s.labelled and len(s) == 6
+    assert sorted(s.class_folders) == ["1", "3", "7"]
+    assert s.other_folders == {"stray": 3} and s.loose_files == 1
+    assert not any(".thumbnails" in it.rel or ".cache" in it.rel for it in s.items)   # hidden like hidden files
+    assert [s.items[i].label for i in range(len(s))] == [1, 1, 3, 3, 7, 7]
+    note = s.label_note
+    assert "3 of 4 folders" in note and "stray/ (3 images)" in note and "1 image(s) outside" in note
+    assert "no class folders" not in note
+
+
+def test_no_matching_folder_uses_predictions_and_says_which(tmp_path):
+    root = _tree(tmp_path / "set", {"cats": 2, "dogs": 1})
+    s = open_images(root, [str(i) for i in range(10)])
+    assert not s.labelled and len(s) == 3
+    assert "none of the 2 folders" in s.label_note and "cats/" in s.label_note
+
+
+def test_unreadable_subfolders_are_listed_with_their_reason(tmp_path, monkeypatch):
+    import os
+    root = _tree(tmp_path / "set", {"1": 2, "3": 2})
+    locked = str(root / "3")
+    real = os.scandir
+
+    def scandir(path="."):
+        if os.fspath(path) == locked:
+            raise PermissionError(13, "Permission denied", locked)
+        return real(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    s = open_images(root, [str(i) for i in range(10)])
+    assert len(s) == 2 and s.class_folders == ["1"]
+    assert [str(k.path) for k in s.skipped] == [locked]
+    assert "Permission denied" in s.skipped[0].reason

@@ -4,10 +4,9 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from pathlib import Path
 from typing import Any, Optional
 
-from .common import add_model_options, load_model_from_args
+from .common import add_model_options, finite_float, load_model_from_args, seed_int
 
 DESCRIPTION = """\
 Attack every image of a set with one attack and report how often the model is fooled.
@@ -37,7 +36,11 @@ without it they find the smallest perturbation they can, with it the result is a
 
 output (--out DIR): clean/ and adv/ PNGs at the model's input size (names mirror the sources),
 adv_float/ with the exact float adversarial images (.npz), manifest.csv and manifest.json (one row per
-image, the run's parameters, versions, skipped files). Written PNGs stay within eps of clean/.
+image, the run's parameters, model-check warnings, versions, skipped files). Written PNGs stay within eps
+of clean/. The manifest is written before the first image and every finished image is journaled at once,
+so an interrupted run (Ctrl-C, kill, full disk) continues with --resume. The folder is locked while a run
+writes. --overwrite only replaces an earlier advgui export and deletes only the files its manifest lists.
+An output folder inside the image folder (or the reverse) is refused.
 """
 
 
@@ -66,17 +69,22 @@ def register(sub: argparse._SubParsersAction) -> None:
     a.add_argument("--restarts", type=int, metavar="R", help="PGD: random restarts, best kept per image (default 1)")
     a.add_argument("--stop-on-success", action="store_true",
                    help="stop attacking an image as soon as it fools the model (saves time, smaller perturbations)")
-    a.add_argument("--decay", type=float, help="MI-FGSM momentum decay (default 1.0)")
-    a.add_argument("--overshoot", type=float, help="DeepFool overshoot (default 0.02)")
-    a.add_argument("--c", dest="c", type=float, help="C&W initial trade-off constant c")
+    a.add_argument("--decay", type=finite_float, help="MI-FGSM momentum decay (default 1.0)")
+    a.add_argument("--overshoot", type=finite_float, help="DeepFool overshoot (default 0.02)")
+    a.add_argument("--c", dest="c", type=finite_float, help="C&W initial trade-off constant c")
     a.add_argument("--binary-steps", type=int, metavar="K", help="C&W binary-search rounds over c")
-    a.add_argument("--confidence", type=float, help="C&W margin κ (default 0)")
-    a.add_argument("--lr", type=float, help="C&W Adam learning rate (default 0.01)")
-    a.add_argument("--seed", type=int, default=0, help="seed for random starts (default: 0)")
+    a.add_argument("--confidence", type=finite_float, help="C&W margin κ (default 0)")
+    a.add_argument("--lr", type=finite_float, help="C&W Adam learning rate (default 0.01)")
+    a.add_argument("--seed", type=seed_int, default=0, help="seed for random starts (default: 0)")
     o = p.add_argument_group("output")
     o.add_argument("--out", metavar="DIR", help="write clean/adv PNGs, float tensors and manifests here")
-    o.add_argument("--resume", action="store_true", help="continue an interrupted export in --out")
-    o.add_argument("--overwrite", action="store_true", help="replace an earlier export in --out")
+    o.add_argument("--resume", action="store_true",
+                   help="continue an interrupted export in --out (refused when its recorded settings differ)")
+    o.add_argument("--overwrite", action="store_true",
+                   help="replace an earlier advgui export in --out: deletes only the files its manifest lists")
+    o.add_argument("--detector", metavar="FILE",
+                   help="a detector saved by `advgui detect`: its scores of the clean and adversarial images "
+                        "go into the manifest (docs/detect.md)")
     o.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -140,11 +148,42 @@ def build_attack(args: argparse.Namespace):
     return make_attack(args.attack, **params)
 
 
+class _StopOnSigint:
+    """First Ctrl-C: stop the attack now (the batch in progress is not written, the folder stays resumable);
+    a second one interrupts at once. Installs itself only in the main thread."""
+
+    def __init__(self) -> None:
+        import threading
+        self.event = threading.Event()
+        self._old = None
+
+    def __enter__(self) -> "_StopOnSigint":
+        import signal
+        import threading
+        if threading.current_thread() is threading.main_thread():
+            self._old = signal.getsignal(signal.SIGINT)
+
+            def handler(signum, frame):  # noqa: ANN001
+                if self.event.is_set():
+                    raise KeyboardInterrupt
+                self.event.set()
+                print("\nstopping (Ctrl-C again to abort at once)", file=sys.stderr)
+
+            signal.signal(signal.SIGINT, handler)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        import signal
+        if self._old is not None:
+            signal.signal(signal.SIGINT, self._old)
+
+
 def run(args: argparse.Namespace) -> int:
     from ..cli import CliError
     from ..core.data import DataError, open_images
-    from ..core.export import ExportWriter, versions
-    from ..core.runner import SetSummary, attack_batches
+    from ..core.evaluate import is_cancelled
+    from ..core.export import ExportWriter, summarize_rows
+    from ..core.runner import SetSummary, attack_batches, model_checks
 
     if args.batch_size < 1:
         raise CliError("--batch-size must be at least 1")
@@ -153,7 +192,6 @@ def run(args: argparse.Namespace) -> int:
     if (args.resume or args.overwrite) and not args.out:
         raise CliError("--resume/--overwrite need --out DIR")
     attack = build_attack(args)  # parameter errors before loading anything
-    import torch
     clf = load_model_from_args(args)
     from ..core.attacks.base import check_attack_fits
     check_attack_fits(attack, clf)      # a black-box model refuses gradient attacks before any work
@@ -165,58 +203,92 @@ def run(args: argparse.Namespace) -> int:
                 "weights": args.weights, "images": args.images, "seed": args.seed, "target": target,
                 "device": str(clf.device), "batch_size": args.batch_size}
     writer = None
-    indices = None
+    extras = None
+    if args.detector:
+        if not args.out:
+            raise CliError("--detector needs --out DIR (the scores go into the manifest)")
+        from ..core.detect import load_detector, manifest_columns
+        extras = manifest_columns(load_detector(args.detector, clf), clf)
+        run_info["detector"] = str(args.detector)
     if args.out:
+        # the folder is checked (location, writable, lock, contents) before anything is attacked
         writer = ExportWriter(args.out, classifier=clf, image_set=images, run_info=run_info,
-                              overwrite=args.overwrite, resume=args.resume)
-        indices = writer.pending_indices()
-        if args.resume and len(indices) < len(images):
-            print(f"advgui attack: resuming: {len(images) - len(indices)} images already done, "
-                  f"{len(indices)} to go", file=sys.stderr)
-    todo = len(images) if indices is None else len(indices)
-    summary = SetSummary()
-    bar = None
-    if not args.quiet:
-        from tqdm import tqdm
-        bar = tqdm(total=todo, unit="img", desc=attack.name, file=sys.stderr, dynamic_ncols=True)
-    last = [0.0]
-
-    def observer(info) -> None:
-        if bar is not None and time.perf_counter() - last[0] > 0.2:
-            last[0] = time.perf_counter()
-            bar.set_postfix_str(f"step {info.step}/{info.total_steps} fooled {info.success.mean():.0%}")
-        return None
-
-    t0 = time.perf_counter()
+                              overwrite=args.overwrite, resume=args.resume, program="advgui attack",
+                              row_extras=extras)
     try:
-        for batch in attack_batches(clf, images, attack, batch_size=args.batch_size, target=target,
-                                    seed=args.seed, indices=indices, observer=observer if bar else None):
-            summary.add(batch.result)
-            if writer is not None:
-                writer.write_batch(batch)
-            if bar is not None:
-                bar.update(len(batch.indices))
-    except KeyboardInterrupt:
-        if bar is not None:
-            bar.close()
+        warnings = model_checks(clf, images)
         if writer is not None:
-            print(f"advgui attack: interrupted; {len(writer.rows)} images are complete in {args.out}. "
-                  "Continue with the same command and --resume.", file=sys.stderr)
+            writer.set_warnings(warnings)
+            if writer.removed and args.resume:
+                print(f"advgui attack: removed {len(writer.removed)} unfinished or temporary file(s) of the "
+                      "interrupted run", file=sys.stderr)
+            if args.resume and writer.from_earlier:
+                print(f"advgui attack: resuming: {writer.done_in_set()} images already done, "
+                      f"{len(writer.pending_indices())} to go", file=sys.stderr)
+        for w in warnings:
+            print(f"advgui attack: warning: {w.message}", file=sys.stderr)
+        todo = len(images) if writer is None else len(writer.pending_indices())
+        summary = SetSummary()
+        bar = None
+        if not args.quiet:
+            from tqdm import tqdm
+            bar = tqdm(total=todo, unit="img", desc=attack.name, file=sys.stderr, dynamic_ncols=True)
+        last = [0.0]
+
+        def observer(info) -> None:
+            if bar is not None and time.perf_counter() - last[0] > 0.2:
+                last[0] = time.perf_counter()
+                bar.set_postfix_str(f"step {info.step}/{info.total_steps} fooled {info.success.mean():.0%}")
+            return None
+
+        t0 = time.perf_counter()
+        result = None
+        try:
+            with _StopOnSigint() as stop:
+                if writer is not None:
+                    result = writer.run(attack, batch_size=args.batch_size, target=target, seed=args.seed,
+                                        progress=(lambda p: bar.update(p.batch)) if bar is not None else None,
+                                        cancel=stop.event, observer=observer if bar is not None else None)
+                    cancelled = result.cancelled
+                else:
+                    cancelled = False
+                    for batch in attack_batches(clf, images, attack, batch_size=args.batch_size, target=target,
+                                                seed=args.seed, observer=lambda i: observer(i) or stop.event.is_set(),
+                                                should_stop=lambda: is_cancelled(stop.event)):
+                        if batch.result.cancelled:
+                            cancelled = True
+                            break
+                        summary.add(batch.result)
+                        if bar is not None:
+                            bar.update(len(batch.indices))
+                    cancelled = cancelled or stop.event.is_set()
+        finally:
+            if bar is not None:
+                bar.close()
+        if result is not None and result.session_summary is not None:
+            summary = result.session_summary
+        if cancelled:
+            if writer is not None:
+                print(f"advgui attack: interrupted; {writer.done} images are complete in {args.out} (its manifest "
+                      "lists them). Continue with the same command and --resume.", file=sys.stderr)
+            else:
+                print("advgui attack: interrupted", file=sys.stderr)
+            return 130
+    except KeyboardInterrupt:
+        if writer is not None:
+            writer.close()
+            print(f"advgui attack: interrupted; {writer.done} images are complete in {args.out} (its manifest "
+                  "lists them). Continue with the same command and --resume.", file=sys.stderr)
         return 130
     finally:
-        if bar is not None:
-            bar.close()
+        if writer is not None:
+            writer.close()
     wall = time.perf_counter() - t0
     if summary.n == 0 and (writer is None or not writer.rows):
         reasons = "; ".join(str(s) for s in images.skipped[:3])
         raise DataError(f"{args.images}: no readable images ({reasons})")
-    if writer is not None:
-        path = writer.finish(summary, images.skipped)
-        from ..core.export import summarize_rows
-        totals = summarize_rows(writer._ordered_rows())
-    else:
-        totals = None
-    print_summary(attack, clf, images, summary, totals, images.skipped, wall, writer)
+    totals = summarize_rows(writer._ordered_rows()) if writer is not None else None
+    print_summary(attack, clf, images, summary, totals, images.skipped, wall, writer, warnings)
     return 0
 
 
@@ -224,13 +296,22 @@ def _pct(v: Optional[float]) -> str:
     return "n/a" if v is None else f"{100 * v:.1f}%"
 
 
-def print_summary(attack, clf, images, s, totals, skipped, wall, writer) -> None:
+def print_summary(attack, clf, images, s, totals, skipped, wall, writer, warnings=()) -> None:
+    from ..core.runner import SEVERE_CHECKS
     p = attack.params()
     desc = [f"norm {p.get('norm', 'linf')}", f"eps {fmt_eps(p.get('eps'))}"]
     if "steps" in p:
         desc.append(f"steps {p['steps']}")
     out = sys.stdout
-    print(f"\n{attack.name} ({', '.join(desc)}) on {s.n} images, model {clf.spec} [{clf.device}]", file=out)
+    n_all = totals["images"] if totals else s.n
+    earlier = n_all - s.n if totals else 0
+    head = f"\n{attack.name} ({', '.join(desc)}) on {n_all} images"
+    if earlier:
+        head += f" ({s.n} attacked now, {earlier} by the interrupted run)"
+    print(f"{head}, model {clf.spec} [{clf.device}]", file=out)
+    for w in warnings:
+        if w.code in SEVERE_CHECKS:
+            print(f"  NOT MEANINGFUL: {w.message}", file=out)
     if not s.n and totals:
         print("  (all images were already done; totals below are from the manifest)", file=out)
     src = totals if totals else s.as_dict()
@@ -242,8 +323,11 @@ def print_summary(attack, clf, images, s, totals, skipped, wall, writer) -> None
     ml, m2 = src.get("median_linf_successful"), src.get("median_l2_successful")
     if ml is not None and ml == ml:
         print(f"  median L∞ / L2        {ml:.4f} ({ml * 255:.1f}/255) / {m2:.3f}  (successful images)", file=out)
-    print(f"  time                  {wall:.2f} s ({s.n_forward} forward, {s.n_backward} backward passes)",
+    what = f" for the {s.n} images attacked now" if earlier else ""
+    print(f"  time                  {wall:.2f} s{what} ({s.n_forward} forward, {s.n_backward} backward passes)",
           file=out)
+    for w in warnings:
+        print(f"  warning [{w.code}]  {w.message}", file=out)
     if skipped:
         print(f"  skipped               {len(skipped)} file(s):", file=out)
         for sk in skipped[:10]:
@@ -253,6 +337,5 @@ def print_summary(attack, clf, images, s, totals, skipped, wall, writer) -> None
     if writer is not None:
         print(f"  wrote                 {writer.out}/ (clean/, adv/, adv_float/, manifest.csv, manifest.json)",
               file=out)
-    if not images.labelled:
-        print("  note: no class folders matched the model's classes, so the clean prediction was used as the "
-              "label", file=out)
+    if not images.labelled or images.other_folders or images.loose_files:
+        print(f"  note: {images.label_note}", file=out)

@@ -77,3 +77,32 @@ def load_model_from_args(args: argparse.Namespace):
                       input_size=getattr(args, "input_size", None), channels=getattr(args, "channels", None),
                       mean=getattr(args, "mean", None), std=getattr(args, "std", None),
                       allow_download=named, progress=_download_progress() if named else None)
+
+
+# -- option types: a bad value is one line from argparse, never a traceback later --------------------------
+
+MAX_SEED = 2 ** 63 - 1
+
+
+def seed_int(text: str) -> int:
+    """``--seed``: a whole number 0..2**63-1 (what torch's generators accept)."""
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if not 0 <= v <= MAX_SEED:
+        shown = text if len(text) <= 24 else f"{text[:12]}…({len(text)} digits)"
+        raise argparse.ArgumentTypeError(f"{shown} is out of range: give a whole number from 0 to {MAX_SEED}")
+    return v
+
+
+def finite_float(text: str) -> float:
+    """A float option that must be a finite number (``nan`` and ``inf`` are refused, not silently used)."""
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    import math
+    if not math.isfinite(v):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+    return v

@@ -7,7 +7,7 @@ import sys
 import threading
 from pathlib import Path
 
-from .common import add_model_options, load_model_from_args
+from .common import add_model_options, load_model_from_args, seed_int
 
 DESCRIPTION = """\
 Attack every image with every attack at every ε and report accuracy against ε, plus the worst case
@@ -84,7 +84,7 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    help="iterations of BIM/PGD/MI-FGSM (default: 20)")
     a.add_argument("--restarts", type=_positive_int, default=1, metavar="R", help="PGD random restarts (default: 1)")
     a.add_argument("--step-size", type=_eps, metavar="A", help="step size (default: 2.5·ε/steps for PGD, ε/steps for BIM)")
-    a.add_argument("--seed", type=int, default=0, help="seed for random starts (default: 0)")
+    a.add_argument("--seed", type=seed_int, default=0, help="seed for random starts (default: 0)")
     a.add_argument("--no-sanity", action="store_true", help="skip the sanity checks")
     o = p.add_argument_group("output")
     o.add_argument("--out", type=Path, metavar="DIR", help="write robustness.csv, .json and .png here")

@@ -5,7 +5,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from .common import add_model_options, load_model_from_args
+from .common import add_model_options, finite_float, load_model_from_args, seed_int
 from .eval import SigintCancel, _eps, _positive_int
 
 DESCRIPTION = """\
@@ -38,8 +38,11 @@ are skipped with reasons), or 'demo-digits' for the built-in digits' train split
 is its held-out test split, handy for --val).
 
 output: --out FILE.safetensors (reopen it with --model FILE.safetensors) and the training log next to
-it, FILE.log.csv (one row per epoch) and FILE.log.json (settings, epochs, warnings, skipped files),
-rewritten after every epoch. Ctrl-C stops after the current batch and saves what was trained.
+it, FILE.log.csv (one row per epoch) and FILE.log.json (settings, epochs, model-check warnings, skipped
+files). While training, the epochs go to FILE.partial.log.csv. Ctrl-C stops after the current batch and
+saves what was trained as FILE.interrupted.safetensors: an existing FILE is never replaced by an
+unfinished model. A loss that becomes NaN stops training with an error and saves nothing. A save that
+fails (disk full) is retried under a new name in the temporary folder, then the home folder.
 """
 
 
@@ -54,7 +57,7 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    help="ImageFolder tree with one subfolder per class, or demo-digits (built-in digits, train split)")
     g.add_argument("--val", metavar="PATH",
                    help="validation images (ImageFolder tree, or demo-digits-test); default: hold out --val-fraction")
-    g.add_argument("--val-fraction", type=float, default=0.1, metavar="F",
+    g.add_argument("--val-fraction", type=finite_float, default=0.1, metavar="F",
                    help="share of --data held out for validation when --val is not given (default: 0.1)")
     g.add_argument("--val-max", type=_positive_int, default=d.val_max, metavar="N",
                    help=f"validate on at most N images (default: {d.val_max})")
@@ -66,11 +69,11 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     t.add_argument("--epochs", type=_positive_int, default=d.epochs, metavar="N", help=f"(default: {d.epochs})")
     t.add_argument("--batch-size", type=_positive_int, default=d.batch_size, metavar="B",
                    help=f"(default: {d.batch_size})")
-    t.add_argument("--lr", type=float, default=d.lr, help=f"peak learning rate (default: {d.lr:g})")
+    t.add_argument("--lr", type=finite_float, default=d.lr, help=f"peak learning rate (default: {d.lr:g})")
     t.add_argument("--optimizer", choices=["adam", "sgd"], default=d.optimizer, help=f"(default: {d.optimizer})")
     t.add_argument("--schedule", choices=["cosine", "constant"], default=d.schedule,
                    help=f"learning-rate schedule (default: {d.schedule})")
-    t.add_argument("--weight-decay", type=float, default=d.weight_decay, metavar="WD", help="(default: 0)")
+    t.add_argument("--weight-decay", type=finite_float, default=d.weight_decay, metavar="WD", help="(default: 0)")
     t.add_argument("--steps", type=_positive_int, default=d.pgd_steps, metavar="N",
                    help=f"PGD steps per training batch (default: {d.pgd_steps})")
     t.add_argument("--step-size", type=_eps, metavar="A", help="PGD step size (default: 2.5·ε/steps)")
@@ -78,7 +81,7 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     t.add_argument("--augment", choices=["shift", "none"], default=d.augment,
                    help="random shifts of up to 2 pixels, or none (default: shift)")
     t.add_argument("--from-scratch", action="store_true", help="re-initialise the weights instead of fine-tuning")
-    t.add_argument("--seed", type=int, default=0, help="(default: 0)")
+    t.add_argument("--seed", type=seed_int, default=0, help="(default: 0)")
     v = p.add_argument_group("validation")
     v.add_argument("--val-eps", type=_eps, metavar="E", help="ε of the validation attacks (default: --eps)")
     v.add_argument("--val-steps", type=_positive_int, default=d.val_steps, metavar="N",
@@ -99,8 +102,10 @@ def _pct(v: float) -> str:
 def run(args: argparse.Namespace) -> int:
     from ..core.attacks import AttackError
     from ..core.data import DataError
-    from ..core.training import (TrainConfig, architecture_of, load_training_set, log_paths, save_training,
-                                 train_model, write_epoch_csv)
+    from ..core.fileio import FileProblem, check_writable_folder
+    from ..core.training import (TrainConfig, TrainingError, architecture_of, interrupted_path, load_training_set,
+                                 log_paths, progress_log_path, train_model,
+                                 training_checks, write_epoch_csv)
     out: Path = args.out
     if out.suffix.lower() != ".safetensors":
         raise DataError(f"--out {out}: give a .safetensors file name (the format advgui reopens by path)")
@@ -118,6 +123,10 @@ def run(args: argparse.Namespace) -> int:
                       val_eps=args.val_eps if args.val_eps is not None else (eps if eps > 0 else 8 / 255),
                       val_steps=args.val_steps, val_max=args.val_max, on_overfit=args.on_overfit, seed=args.seed)
     cfg.validate()                      # parameter errors before loading anything
+    try:                                # a read-only or full folder: now, not after training
+        check_writable_folder(out.parent if str(out.parent) else Path("."))
+    except FileProblem as e:
+        raise DataError(f"--out {out}: {e}") from None
     clf = load_model_from_args(args)
     architecture_of(clf)                # fail now, not after training, if the weights could not be reopened
     data = load_training_set(args.data, clf)
@@ -126,11 +135,9 @@ def run(args: argparse.Namespace) -> int:
         if s is not None:
             for k in s.skipped:
                 print(f"skipped {k}", file=sys.stderr)
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        print(f"advgui train: error: cannot create {out.parent}: {e.strerror or e}", file=sys.stderr)
-        return 1
+    checks = training_checks(clf, data)
+    for w in checks:
+        print(f"advgui train: warning [{w.code}]: {w.message}", file=sys.stderr)
     val_eps = cfg.val_eps
     print(f"{args.method} training of {args.model} on {data.source} ({len(data)} images), ε {cfg.eps:.4g}, "
           f"{cfg.epochs} epochs (ε ramp over {cfg.effective_ramp_epochs}); validation at ε {val_eps:.4g}, "
@@ -139,7 +146,7 @@ def run(args: argparse.Namespace) -> int:
     if not args.quiet:
         from tqdm import tqdm
         bar = tqdm(total=None, unit="batch", file=sys.stderr, dynamic_ncols=True, desc="train")
-    csv_path, json_path = log_paths(out)
+    partial = progress_log_path(out)
     records = []
 
     def on_batch(info) -> None:
@@ -162,14 +169,23 @@ def run(args: argparse.Namespace) -> int:
             print(line, file=sys.stderr)
         records.append(rec)
         try:
-            write_epoch_csv(records, csv_path)   # progress survives a crash; the JSON comes at the end
+            write_epoch_csv(records, partial)    # progress survives a crash; the final log comes with the weights
         except OSError:
             pass                                  # reported when the weights are saved
+
+    def drop_partial() -> None:
+        try:
+            partial.unlink()
+        except OSError:
+            pass
 
     with SigintCancel() as stop:
         try:
             result = train_model(clf, data, cfg, val=val, val_fraction=args.val_fraction, on_batch=on_batch,
-                                 on_epoch=on_epoch, cancel=stop.event)
+                                 on_epoch=on_epoch, cancel=stop.event, warnings=checks)
+        except TrainingError:
+            drop_partial()              # a diverged run saves nothing
+            raise
         finally:
             if bar is not None:
                 bar.close()
@@ -178,19 +194,60 @@ def run(args: argparse.Namespace) -> int:
     if result.overfit:
         print(f"warning: {result.overfit}", file=sys.stderr)
     if not result.history:
+        drop_partial()
         print("advgui train: interrupted before the first epoch finished; nothing saved", file=sys.stderr)
         return 130
-    try:
-        paths = save_training(result, out)
-    except OSError as e:
-        print(f"advgui train: error: cannot write {out}: {e.strerror or e}", file=sys.stderr)
+    target = interrupted_path(out) if result.cancelled else out
+    paths = _save(result, target)
+    if paths is None:
         return 1
+    drop_partial()
     final = result.final
     assert final is not None
+    csv_path, json_path = log_paths(paths["weights"])
     print(f"saved {paths['weights']} (epoch {final.epoch}: val clean {_pct(final.val_clean_acc).strip()}, "
           f"PGD {_pct(final.val_pgd_acc).strip()}); log {csv_path}, {json_path}")
     if result.cancelled:
-        print("advgui train: interrupted; saved the weights as they were after the last finished batch",
-              file=sys.stderr)
+        print(f"advgui train: interrupted; saved the weights as they were after the last finished batch to "
+              f"{paths['weights']}, not to {out}" + (" (left as it was)" if out.exists() else ""), file=sys.stderr)
         return 130
     return 0
+
+
+def _save(result, target: Path):
+    """Save, falling back to other places; with a terminal, ask for a path when every place failed. Returns the
+    written paths, or None (the reason is printed) when nothing could be saved."""
+    from ..core.training import TrainingError, save_training_safely
+    try:
+        paths, failures = save_training_safely(result, target)
+    except TrainingError as e:
+        print(f"advgui train: error: {e}", file=sys.stderr)
+        paths, failures = _ask_for_path(result), []
+        if paths is None:
+            print("advgui train: the trained weights were not saved; free some space or choose a writable --out "
+                  "and train again", file=sys.stderr)
+            return None
+    for f in failures:
+        print(f"advgui train: could not write {f['path']}: {f['reason']}", file=sys.stderr)
+    if Path(paths["weights"]) != Path(target):
+        print(f"advgui train: saved the weights to {paths['weights']} instead of {target}", file=sys.stderr)
+    return paths
+
+
+def _ask_for_path(result):
+    """The weights are still in memory: on a terminal, ask where to put them until a save works."""
+    from ..core.training import TrainingError, save_training_safely
+    if sys.stdin is None or not sys.stdin.isatty():
+        return None
+    while True:
+        try:
+            answer = input("Where should the trained weights be saved? (a .safetensors path; empty to discard "
+                           "them): ").strip()
+        except EOFError:
+            return None
+        if not answer:
+            return None
+        try:
+            return save_training_safely(result, Path(answer).expanduser(), fallback_dirs=[])[0]
+        except TrainingError as e:
+            print(f"advgui train: error: {e}", file=sys.stderr)

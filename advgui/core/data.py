@@ -61,6 +61,30 @@ class ImageSet:
     skipped: list[Skipped] = field(default_factory=list)
     labelled: bool = False
     source: str = ""
+    folders: list[Path] = field(default_factory=list)        # folders scanned recursively (not single files)
+    class_folders: list[str] = field(default_factory=list)   # top-level folders named after a class (used)
+    other_folders: dict[str, int] = field(default_factory=dict)  # top-level folders that are no class: images left out
+    loose_files: int = 0           # images directly in the root, left out because the set is labelled by folder
+
+    @property
+    def label_note(self) -> str:
+        """How the true labels were found, in one sentence (the summary and the manifest say it)."""
+        others = ", ".join(f"{n}/ ({k} image{'s' if k != 1 else ''})" for n, k in self.other_folders.items())
+        if self.labelled:
+            n_all = len(self.class_folders) + len(self.other_folders)
+            text = (f"true labels from {len(self.class_folders)} of {n_all} folders named after the model's classes"
+                    if self.other_folders else f"true labels from {len(self.class_folders)} class folders")
+            left = []
+            if self.other_folders:
+                left.append(f"folders that are no class of the model: {others}")
+            if self.loose_files:
+                left.append(f"{self.loose_files} image(s) outside any class folder")
+            return text + ("; left out: " + "; ".join(left) if left else "")
+        if self.other_folders:
+            return (f"none of the {len(self.other_folders)} folders ({others}) is named after one of the model's "
+                    "classes: the clean prediction is used as the label, so success means the prediction changed")
+        return ("no class folders: the clean prediction is used as the label, so success means the prediction "
+                "changed")
 
     def __len__(self) -> int:
         return len(self.items)
@@ -212,24 +236,45 @@ def _natural_key(p: Path) -> list:
     return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", str(p))]
 
 
+def _walk_images(root: Path, skipped: list[Skipped]) -> list[Path]:
+    """Every non-hidden file under ``root`` (hidden files and hidden folders such as ``.thumbnails/`` are
+    skipped alike); folders that cannot be read are added to ``skipped`` with their reason."""
+    def unreadable(e: OSError) -> None:
+        where = Path(e.filename) if e.filename else root
+        skipped.append(Skipped(where, f"folder not readable ({e.strerror or e}); its images are left out"))
+
+    files: list[Path] = []
+    for folder, dirs, names in os.walk(root, onerror=unreadable):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        for n in names:
+            if not n.startswith("."):
+                p = Path(folder) / n
+                if p.is_file():
+                    files.append(p)
+    return files
+
+
 def open_images(path: str | os.PathLike, class_names: Optional[Sequence[str]] = None) -> ImageSet:
     """Open a file, a folder (recursive) or an ImageFolder tree; ``demo`` opens the demo images.
 
-    A folder whose image-holding subfolders are all named after the model's classes is an ImageFolder
-    tree: the folder names are the true labels. Otherwise images are unlabelled and the clean
-    prediction stands in for the label. Raises DataError for a missing path or an empty set.
+    Top-level subfolders named after the model's classes are class folders: their images get the folder's
+    class as true label. When at least one folder matches, the set is labelled and holds the images of the
+    matching folders; the other folders (and images lying directly in the root) are left out and listed in
+    ``other_folders`` / ``loose_files``. When none matches, every image is used unlabelled and the clean
+    prediction stands in for the label. Hidden files and folders are skipped; unreadable folders are listed
+    in ``skipped`` with their reason. Raises DataError for a missing path or an empty set.
     """
     spec = str(path)
     root = resource_path(DEMO_IMAGES) if spec == "demo" else Path(spec).expanduser()
     if not root.exists():
         raise DataError(f"{spec}: no such file or folder")
+    skipped: list[Skipped] = []
     if root.is_file():
         files = [root]
         base = root.parent
     else:
         base = root
-        files = sorted((p for p in root.rglob("*") if p.is_file() and not p.name.startswith(".")), key=_natural_key)
-    skipped: list[Skipped] = []
+        files = sorted(_walk_images(root, skipped), key=_natural_key)
     images = []
     for p in files:
         if p.suffix.lower() in IMAGE_EXTENSIONS:
@@ -237,25 +282,43 @@ def open_images(path: str | os.PathLike, class_names: Optional[Sequence[str]] = 
         elif root.is_file():
             raise DataError(f"{p}: not an image file (extension {p.suffix or 'missing'})")
     if not images:
-        raise DataError(f"{spec}: no image files found (looked for {', '.join(sorted(IMAGE_EXTENSIONS)[:6])}, …)")
+        extra = f"; {skipped[0]}" if skipped else ""
+        raise DataError(f"{spec}: no image files found (looked for {', '.join(sorted(IMAGE_EXTENSIONS)[:6])}, …)"
+                        + extra)
     labelled = False
     labels: list[Optional[int]] = [None] * len(images)
+    class_folders: list[str] = []
+    other_folders: dict[str, int] = {}
+    loose = 0
     if root.is_dir() and class_names:
         lookup = {str(n): i for i, n in enumerate(class_names)}
         lookup_lower = {str(n).lower(): i for i, n in enumerate(class_names)}
         tops = [p.relative_to(root).parts for p in images]
-        if all(len(t) >= 2 for t in tops):
-            found = []
-            for t in tops:
-                name = t[0]
-                idx = lookup.get(name, lookup_lower.get(name.lower()))
-                found.append(idx)
-            if all(i is not None for i in found):
-                labels = found
-                labelled = True
+        found: list[Optional[int]] = []
+        for t in tops:
+            if len(t) < 2:
+                found.append(None)
+                continue
+            found.append(lookup.get(t[0], lookup_lower.get(t[0].lower())))
+        for t, idx in zip(tops, found):
+            if len(t) < 2:
+                loose += 1
+            elif idx is None:
+                other_folders[t[0]] = other_folders.get(t[0], 0) + 1
+            elif t[0] not in class_folders:
+                class_folders.append(t[0])
+        if class_folders:
+            labelled = True
+            keep = [k for k, idx in enumerate(found) if idx is not None]
+            images = [images[k] for k in keep]
+            labels = [found[k] for k in keep]
+        else:
+            loose = 0      # nothing is left out of an unlabelled set
     items = [ImageItem(p, p.relative_to(base).as_posix(), lab, "folder" if labelled else "none")
              for p, lab in zip(images, labels)]
-    return ImageSet(root=base, items=items, skipped=skipped, labelled=labelled, source=spec)
+    return ImageSet(root=base, items=items, skipped=skipped, labelled=labelled, source=spec,
+                    folders=[] if root.is_file() else [root], class_folders=class_folders,
+                    other_folders=other_folders, loose_files=loose if labelled else 0)
 
 
 # -- the built-in digits data -------------------------------------------------------------------------

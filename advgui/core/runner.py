@@ -130,3 +130,33 @@ def attack_batches(classifier: Classifier, images: ImageSet, attack: Attack, *, 
         yield BatchResult(list(idx), sources, result)
         if result.cancelled:
             return
+
+
+# -- the model checks every command runs before it reports numbers ------------------------------------------
+
+# flags after which the numbers mean nothing at all (the others say the numbers may be optimistic)
+SEVERE_CHECKS = ("non-finite", "bad-normalisation", "one-class")
+
+
+def model_checks(classifier: Classifier, images: ImageSet, max_images: int = 64) -> list:
+    """The checks ``eval`` runs (``sanity.check_model``: probabilities, zero or vanishing gradients,
+    randomness, non-finite outputs) plus the classifier's own metadata (``sanity.check_metadata``: NaN or zero
+    normalisation, fewer than two classes), on the first ``max_images`` readable images of the set. Labels come
+    from the class folders, or from the clean predictions. Returns SanityWarning objects (``code``,
+    ``message``, ``to_dict()``); never raises for a broken model."""
+    from .sanity import check_metadata, check_model
+    warnings = list(check_metadata(classifier))
+    batch = next(iter(images.iter_batches(classifier.preprocess, max_images)), None)
+    if batch is None:
+        return warnings
+    idx, x8 = batch
+    labels = images.labels_tensor(idx)
+    if labels is None:
+        with torch.no_grad():
+            was = classifier.training
+            classifier.eval()
+            labels = classifier(x8.to(classifier.device).float() / 255).argmax(1).cpu()
+            classifier.train(was)
+    have = {w.code for w in warnings}
+    warnings += [w for w in check_model(classifier, x8, labels) if w.code not in have]
+    return warnings

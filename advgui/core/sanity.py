@@ -90,11 +90,14 @@ def check_model(classifier: torch.nn.Module, images: torch.Tensor, labels: torch
         if y.numel() and int(y.max()) < out1.shape[1] and getattr(classifier, "white_box", True):
             xg = x.detach().clone().requires_grad_(True)
             logits = classifier(xg).float()
-            ce = F.cross_entropy(logits, y, reduction="none")
-            g_ce, = torch.autograd.grad(ce.sum(), xg, retain_graph=True)
-            true = logits.gather(1, y[:, None])[:, 0]
-            other = logits.masked_fill(F.one_hot(y, logits.shape[1]).bool(), -float("inf")).amax(1)
-            g_m, = torch.autograd.grad((true - other).sum(), xg)
+            if logits.requires_grad:
+                ce = F.cross_entropy(logits, y, reduction="none")
+                g_ce, = torch.autograd.grad(ce.sum(), xg, retain_graph=True)
+                true = logits.gather(1, y[:, None])[:, 0]
+                other = logits.masked_fill(F.one_hot(y, logits.shape[1]).bool(), -float("inf")).amax(1)
+                g_m, = torch.autograd.grad((true - other).sum(), xg)
+            else:   # a hard threshold or argmax cut the graph: no gradient reaches the input at all
+                g_ce = g_m = torch.zeros_like(xg)
             gm = g_m.flatten(1).abs().amax(1).nan_to_num(0.0)
             gc = g_ce.flatten(1).abs().amax(1).nan_to_num(0.0)
             zero = gm <= zero_tol
@@ -113,6 +116,26 @@ def check_model(classifier: torch.nn.Module, images: torch.Tensor, labels: torch
                     f"({100 * k / n:.0f}%): the softmax is saturated (huge logits), so cross-entropy attacks "
                     "(FGSM, PGD) cannot take a step. Their accuracy is an upper bound; a margin loss or "
                     "rescaled logits would do better"))
+    return warnings
+
+
+def check_metadata(classifier: torch.nn.Module) -> list[SanityWarning]:
+    """Checks of a classifier's own description, before any image is seen: normalisation that is not a finite
+    number or divides by zero (``bad-normalisation``: every output becomes NaN), and fewer than two classes
+    (``one-class``: nothing can be misclassified, so success rates mean nothing)."""
+    warnings: list[SanityWarning] = []
+    mean = [float(v) for v in getattr(classifier, "mean", []) or []]
+    std = [float(v) for v in getattr(classifier, "std", []) or []]
+    bad = [v for v in mean + std if v != v or v in (float("inf"), float("-inf"))] or [v for v in std if v == 0]
+    if bad:
+        warnings.append(SanityWarning(
+            "bad-normalisation", f"the model's normalisation is not usable (mean {mean}, std {std}): NaN, infinite "
+            "or zero values make every output NaN; fix the metadata of the model file"))
+    names = getattr(classifier, "class_names", None)
+    if names is not None and len(names) < 2:
+        warnings.append(SanityWarning(
+            "one-class", f"the model has {len(names)} class: every image gets that class, so no attack can change "
+            "a prediction and accuracy and success rates mean nothing"))
     return warnings
 
 

@@ -39,11 +39,18 @@ from .attacks.base import model_as_found
 from .attacks.gradient import default_step_size
 from .attacks.norms import project, random_start, step_direction
 from .data import DataError, digits_dataset, open_images
+from .errors import UserError
 from .evaluate import Cancel, is_cancelled
 from .fileio import atomic_write_text
 from .models import DIGITS_ARCH, Classifier, DigitsCNN, ModelError, save_weights
 
 METHODS = ("pgd", "fgsm-rs", "clean")
+
+
+class TrainingError(UserError):
+    """Training cannot go on (the loss became NaN) or its result cannot be saved; ``code`` says which."""
+
+    code = "training"
 DEMO_DATA = {"demo-digits": "train", "demo-digits-train": "train", "demo-digits-test": "test"}
 
 
@@ -158,6 +165,7 @@ class TrainResult:
     data_source: str = ""
     val_source: str = ""
     skipped: list[str] = field(default_factory=list)  # unreadable files left out of the data, with reasons
+    warnings: list[dict] = field(default_factory=list)  # model-check flags ({code, message}) from before training
 
     @property
     def final(self) -> Optional[EpochRecord]:
@@ -230,7 +238,11 @@ def load_training_set(spec: str | os.PathLike, classifier: Classifier) -> Traini
     idx, x = iset.load_all(classifier.preprocess)
     y = iset.labels_tensor(idx)
     assert y is not None
-    return TrainingSet(x, y, s, [str(k) for k in iset.skipped])
+    left_out = [f"{Path(s) / name}/: {n} image(s) left out, not a class of the model"
+                for name, n in iset.other_folders.items()]
+    if iset.loose_files:
+        left_out.append(f"{s}: {iset.loose_files} image(s) outside any class folder left out")
+    return TrainingSet(x, y, s, [str(k) for k in iset.skipped] + left_out)
 
 
 def split_holdout(x: torch.Tensor, y: torch.Tensor, fraction: float = 0.1, seed: int = 0
@@ -440,6 +452,11 @@ def train(classifier: Classifier, images: torch.Tensor, labels: torch.Tensor, co
             model.train()
             logits = model(xin)
             loss = F.cross_entropy(logits, yb)
+            if not math.isfinite(float(loss.detach())):
+                raise TrainingError(
+                    f"training diverged: the loss became {float(loss.detach())} at epoch {epoch}, batch {bi + 1} "
+                    f"(learning rate {lr_t:.3g}); nothing was saved. Try a smaller learning rate",
+                    code="loss-not-finite", epoch=epoch, batch=bi + 1, lr=lr_t)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -501,29 +518,58 @@ def train_model(classifier: Classifier, data: TrainingSet, config: Optional[Trai
                 val: Optional[TrainingSet] = None, val_fraction: float = 0.1,
                 on_batch: Optional[Callable[[BatchInfo], Optional[bool]]] = None,
                 on_epoch: Optional[Callable[[EpochRecord], Optional[bool]]] = None,
-                cancel: Cancel = None) -> TrainResult:
+                cancel: Cancel = None, warnings: Optional[Sequence[Any]] = None) -> TrainResult:
     """``train`` on a TrainingSet; without ``val``, a stratified ``val_fraction`` of the data is held out
-    for validation (and not trained on). This is what ``advgui train`` and a GUI worker call."""
+    for validation (and not trained on). This is what ``advgui train`` and a GUI worker call.
+
+    The model checks of ``advgui eval`` run first (``training_checks``; pass ``warnings`` when they already
+    ran) and their flags land in ``result.warnings`` and the training log. A loss that becomes NaN or infinite
+    raises TrainingError ``loss-not-finite``."""
     cfg = config or TrainConfig()
     notes = []
+    checks = training_checks(classifier, data) if warnings is None else list(warnings)
     if val is None:
         (tx, ty), (vx, vy) = split_holdout(data.images, data.labels, val_fraction, cfg.seed)
         if len(vy) == 0:
             raise DataError(f"{data.source}: too few images to hold out a validation split; pass a validation set")
-        notes.append(f"validation: {len(vy)} images held out from {data.source} ({100 * val_fraction:.0f}%)")
+        notes.append(holdout_note(len(vy), len(data), val_fraction, data.source))
     else:
         (tx, ty), (vx, vy) = (data.images, data.labels), (val.images, val.labels)
         notes.append(f"validation: {val.source} ({len(vy)} images"
                      + (f", first {cfg.val_max} used)" if len(vy) > cfg.val_max else ")"))
     for s in (data, val):
         if s is not None and s.skipped:
-            notes.append(f"{s.source}: skipped {len(s.skipped)} unreadable file(s)")
+            notes.append(f"{s.source}: left out {len(s.skipped)} unreadable file(s) or non-class folder(s) "
+                         "(listed as skipped)")
     result = train(classifier, tx, ty, cfg, val=(vx, vy), on_batch=on_batch, on_epoch=on_epoch, cancel=cancel)
     result.notes = notes + result.notes
     result.data_source = data.source
     result.val_source = val.source if val is not None else f"held out from {data.source}"
     result.skipped = [*data.skipped, *(val.skipped if val is not None else [])]
+    result.warnings = [w if isinstance(w, dict) else w.to_dict() for w in checks]
     return result
+
+
+def holdout_note(n_val: int, n: int, fraction: float, source: str) -> str:
+    """The note about the held-out split, with the share actually held out (stratification keeps at least one
+    image of every class with two or more, so small sets hold out more than asked)."""
+    actual = n_val / max(1, n)
+    text = f"validation: {n_val} of {n} images held out from {source} ({100 * actual:.0f}%"
+    if abs(actual - fraction) >= 0.005:
+        text += f"; {100 * fraction:.0f}% was asked, but every class with two or more images gives at least one"
+    return text + ")"
+
+
+def training_checks(classifier: Classifier, data: TrainingSet, max_images: int = 64) -> list:
+    """The model checks ``eval`` and ``attack`` run (sanity.check_metadata and check_model) on the first
+    ``max_images`` training images: SanityWarning objects."""
+    from .sanity import check_metadata, check_model
+    out = list(check_metadata(classifier))
+    have = {w.code for w in out}
+    if len(data):
+        out += [w for w in check_model(classifier, data.images[:max_images], data.labels[:max_images])
+                if w.code not in have]
+    return out
 
 
 # -- saving ---------------------------------------------------------------------------------------------
@@ -552,7 +598,7 @@ def training_log(result: TrainResult, weights: Optional[str | os.PathLike] = Non
         "epochs": [asdict(r) for r in result.history],
         "final": None if final is None else asdict(final),
         "cancelled": result.cancelled, "catastrophic_overfitting": result.overfit,
-        "restored_epoch": result.restored_epoch, "notes": result.notes,
+        "restored_epoch": result.restored_epoch, "notes": result.notes, "warnings": list(result.warnings),
         "skipped": list(result.skipped), "elapsed": result.elapsed,
     }
 
@@ -605,3 +651,70 @@ def save_training(result: TrainResult, weights_path: str | os.PathLike, *, log: 
         c, j = log_paths(weights_path)
         out["log_csv"], out["log_json"] = write_log(result, c, j, weights_path)
     return out
+
+
+# -- saving without losing anything ------------------------------------------------------------------------
+
+def interrupted_path(weights_path: str | os.PathLike) -> Path:
+    """``model.safetensors`` -> ``model.interrupted.safetensors``: where an interrupted run saves, so that it
+    never replaces a finished model with an unvalidated one."""
+    p = Path(weights_path)
+    stem = p.name[: -len(p.suffix)] if p.suffix else p.name
+    return p.with_name(stem + ".interrupted" + (p.suffix or ".safetensors"))
+
+
+def progress_log_path(weights_path: str | os.PathLike) -> Path:
+    """``model.safetensors`` -> ``model.partial.log.csv``: the per-epoch log while training runs (the final log
+    goes beside the weights only when they are saved, so an earlier model's log is never replaced early)."""
+    p = Path(weights_path)
+    stem = p.name[: -len(p.suffix)] if p.suffix else p.name
+    return p.with_name(stem + ".partial.log.csv")
+
+
+def _fallback_candidates(weights_path: Path, dirs: Optional[Sequence[str | os.PathLike]]) -> list[Path]:
+    import tempfile
+    stem = weights_path.name[: -len(weights_path.suffix)] if weights_path.suffix else weights_path.name
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    folders = [Path(d) for d in dirs] if dirs is not None else [Path(tempfile.gettempdir()), Path.home()]
+    out = []
+    for d in folders:
+        cand = d / f"{stem}.recovered-{stamp}.safetensors"
+        k = 2
+        while cand.exists():            # never replace anything, not even an earlier recovery
+            cand = d / f"{stem}.recovered-{stamp}-{k}.safetensors"
+            k += 1
+        out.append(cand)
+    return out
+
+
+def save_training_safely(result: TrainResult, weights_path: str | os.PathLike, *,
+                         fallback_dirs: Optional[Sequence[str | os.PathLike]] = None, log: bool = True
+                         ) -> tuple[dict[str, Path], list[dict[str, str]]]:
+    """Save like :func:`save_training`, but a failed save (disk full, no permission) loses nothing: the
+    weights stay in ``result`` and are tried at a new, unique name in each of ``fallback_dirs`` (default: the
+    temporary folder, then the home folder). Every file is written atomically (unique temporary name, fsync,
+    rename), so the file at ``weights_path`` is either the old one or the new one, never a broken one.
+
+    Returns (written paths, failures as ``{"path", "reason"}``). Raises TrainingError ``save-failed`` with
+    ``attempts`` when no place worked; ``result`` still holds the weights, so a caller can ask the user for
+    another path and call this again. A log that cannot be written beside saved weights is a failure entry,
+    not an error."""
+    architecture_of(result.classifier)          # a model that cannot be saved at all: ModelError, at once
+    target = Path(weights_path)
+    failures: list[dict[str, str]] = []
+    for cand in [target, *_fallback_candidates(target, fallback_dirs)]:
+        try:
+            paths = save_training(result, cand, log=False)
+        except Exception as e:  # noqa: BLE001 - OSError, SafetensorError (disk full), anything the writer raises
+            failures.append({"path": str(cand), "reason": str(e).splitlines()[0] if str(e) else type(e).__name__})
+            continue
+        if log:
+            c, j = log_paths(cand)
+            try:
+                paths["log_csv"], paths["log_json"] = write_log(result, c, j, cand)
+            except (OSError, ValueError) as e:
+                failures.append({"path": str(c), "reason": str(e).splitlines()[0] if str(e) else type(e).__name__})
+        return paths, failures
+    raise TrainingError(f"{target}: the trained weights could not be saved anywhere ("
+                        + "; ".join(f"{f['path']}: {f['reason']}" for f in failures) + ")",
+                        code="save-failed", path=str(target), attempts=failures)

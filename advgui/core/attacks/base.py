@@ -496,7 +496,10 @@ class AttackContext:
             loss = self.attack_loss(logits, idx)
         else:
             loss = loss_fn(logits, idx)
-        grad, = torch.autograd.grad(loss.sum(), x)
+        if loss.requires_grad:
+            grad, = torch.autograd.grad(loss.sum(), x)
+        else:   # the model cut the graph (hard threshold, argmax): the gradient is zero, not an error
+            grad = torch.zeros_like(x)
         self.counter.backward += 1
         return loss.detach(), grad.detach(), logits.detach()
 

@@ -200,7 +200,10 @@ def _candidate_gradients(ctx: AttackContext, xg: torch.Tensor, logits: torch.Ten
         go = torch.zeros_like(logits)
         go[sel, cand[:, j]] = 1.0
         go[sel, labels] -= 1.0
-        g, = torch.autograd.grad(logits, xg, go, retain_graph=j < k - 1)
+        if logits.requires_grad:
+            g, = torch.autograd.grad(logits, xg, go, retain_graph=j < k - 1)
+        else:   # the model cut the graph (hard threshold): zero gradient, not an error
+            g = torch.zeros_like(xg)
         ctx.counter.backward += 1
         grads.append(g if rows is None else g[rows])
     return torch.stack(grads, 1)
