@@ -57,26 +57,39 @@ def banner(session: Session, msg: Message, open_dialog: Callable[..., Any]) -> t
 
 
 def folder_question(msg: Message) -> tuple[str, list[tuple[str, str, QMessageBox.ButtonRole]]]:
-    """The question to ask when an export folder is in use: text and (label, mode, role) buttons."""
-    d = msg.details
+    """The question to ask when an export folder is in use: text and (label, mode, role) buttons; modes are
+    resume-recorded (its own recorded settings), resume (the current ones), overwrite and other."""
+    d, code = msg.details, msg.code
     yes = QMessageBox.ButtonRole.AcceptRole
     danger = QMessageBox.ButtonRole.DestructiveRole
-    if msg.code == "parameters-differ":
-        key, old, new = d.get("key", "settings"), d.get("old"), d.get("new")
-        return (f"This folder holds an interrupted export made with a different {key} ({old!r} there, {new!r} now).\n\n"
+    other = ("Choose another folder…", "other", yes)
+    if code == "parameters-differ":
+        return (f"This folder holds an interrupted export made with a different {d.get('key', 'setting')} "
+                f"({d.get('recorded')!r} there, {d.get('requested')!r} now).\n\n"
                 "Resume it with the settings it recorded, or overwrite it with the current ones?",
-                [("Resume with its settings", "resume-recorded", yes), ("Overwrite", "overwrite", danger)])
-    state = d.get("state") or {}
-    if state:
-        run = state.get("run") or {}
-        done, total = state.get("done", "?"), state.get("total", "?")
-        return (f"This folder holds an interrupted advgui export ({run.get('attack', '?')}, seed {run.get('seed', '?')}"
-                f"; {done} of {total} images written).\n\nResume it with the settings it recorded, or overwrite it?",
-                [("Resume", "resume-recorded", yes), ("Overwrite", "overwrite", danger)])
-    if d.get("advgui_export", True) is False or msg.code == "not-an-advgui-export":
-        found = ", ".join(map(str, d.get("found", [])[:5]))
-        return (f"This folder is not empty and was not written by advgui{f' (it holds {found})' if found else ''}.\n\n"
-                "advgui never deletes files it did not write. Choose another (or a new, empty) folder.",
-                [("Choose another folder…", "other", yes)])
-    return (f"{msg.text}\n\nResume the earlier export, or overwrite what advgui wrote there?",
-            [("Resume", "resume", yes), ("Overwrite", "overwrite", danger), ("Choose another folder…", "other", yes)])
+                [("Resume with its settings", "resume-recorded", yes), ("Overwrite", "overwrite", danger), other])
+    if code == "folder-not-empty" and d.get("export"):
+        ex = d["export"]
+        run = ex.get("run") or {}
+        what = "a complete" if ex.get("complete") else "an interrupted"
+        return (f"This folder holds {what} advgui export ({run.get('attack', '?')}, seed {run.get('seed', '?')}; "
+                f"{ex.get('images', '?')} images written).\n\n"
+                + ("Resume it with the settings it recorded, or overwrite it?" if not ex.get("complete") else
+                   "Overwrite it (only the files its manifest lists are deleted)?"),
+                ([("Resume", "resume-recorded", yes)] if not ex.get("complete") else [])
+                + [("Overwrite", "overwrite", danger), other])
+    if code == "folder-not-empty":
+        found = ", ".join(map(str, (d.get("found") or [])[:5]))
+        return (f"This folder is not empty and was not written by advgui{f' (it holds {found})' if found else ''}."
+                "\n\nadvgui never deletes files it did not write. Choose another (or a new, empty) folder.", [other])
+    if code == "folder-locked":
+        return (f"Another advgui (process {d.get('pid', '?')} on {d.get('host', '?')}) is writing to this folder "
+                "right now. Wait for it to finish, or choose another folder.", [other])
+    if code == "unlisted-files":
+        found = ", ".join(map(str, (d.get("found") or [])[:5]))
+        return (f"This export folder also holds files advgui did not write ({found}); it will not delete them. "
+                "Move them away, or choose another folder.", [other])
+    if code in ("output-inside-input", "input-inside-output"):
+        return ("The export folder and the image folder are inside each other: the export would be read back "
+                "as images. Choose a folder outside the images.", [other])
+    return msg.text, [other]

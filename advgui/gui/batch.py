@@ -322,9 +322,10 @@ class BatchTab(QWidget):
     def _answer(self, msg: Any, mode: Optional[str]) -> None:
         folder = self.b.export_dir
         if mode == "resume-recorded":
-            state = msg.details.get("state") or self.b.interrupted_export()
+            from advgui.session.jobs import read_export_state
+            state = read_export_state(folder)
             if state:
-                self.b.resume_interrupted(dict(state, dir=folder))
+                self.b.resume_interrupted(state)
         elif mode == "resume":
             self.b.export(folder, resume=True)
         elif mode == "overwrite":

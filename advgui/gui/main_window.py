@@ -244,8 +244,8 @@ class MainWindow(QMainWindow):
         if state is not None:
             d = state["dir"]
             self.banner.show_message(
-                f"An export to {d} was interrupted ({state.get('done', '?')} of {state.get('total', '?')} images "
-                "written). Resume it with the settings it recorded?", "warning",
+                f"An export to {d} was interrupted after {state.get('done', '?')} images. Resume it with the "
+                "settings it recorded?", "warning",
                 [("Resume export", lambda: (self.tabs.setCurrentWidget(self.tab["Batch"]),
                                             self.s.batch.resume_interrupted(state))),
                  ("Forget it", lambda: self.s.settings.remove("export/running"))])

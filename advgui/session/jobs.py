@@ -383,7 +383,8 @@ class ExportResult:
 
 
 # ExportError codes for which the window asks the user (resume, overwrite, another folder) instead of failing
-FOLDER_QUESTIONS = ("folder-not-empty", "needs-resume-or-overwrite", "parameters-differ")
+FOLDER_QUESTIONS = ("folder-not-empty", "parameters-differ", "folder-locked", "unlisted-files",
+                    "output-inside-input", "input-inside-output", "not-writable", "not-a-folder")
 
 
 def is_folder_question(code: str) -> bool:
@@ -391,10 +392,18 @@ def is_folder_question(code: str) -> bool:
 
 
 def read_export_state(out_dir: str) -> Optional[dict]:
-    """An interrupted export's recorded settings: ``{"dir", "run", "done", "total"}``, or None when the folder
-    holds no resumable advgui export."""
-    from advgui.core.export import read_export_state as core_state
-    return core_state(out_dir)
+    """An interrupted export's recorded settings: ``{"dir", "run", "done", "total", "complete"}``, or None when
+    the folder holds no resumable advgui export."""
+    from advgui.core.errors import UserError
+    from advgui.core.export import read_export_settings
+    try:
+        info = read_export_settings(out_dir)
+    except (UserError, OSError):
+        return None
+    if info.complete:
+        return None
+    return {"dir": str(out_dir), "run": dict(info.run), "done": info.images_done, "complete": info.complete,
+            "locked_by": info.locked_by}
 
 
 def export_set(classifier: Any, image_set: Any, request: AttackRequest, out_dir: str, *, run_info: dict,
@@ -411,54 +420,57 @@ def export_set(classifier: Any, image_set: Any, request: AttackRequest, out_dir:
     info = dict(run_info)
     info["params"] = attack.params()         # the full parameter set, as the command line records it
     writer = ExportWriter(out_dir, classifier=classifier, image_set=image_set, run_info=info,
-                          overwrite=overwrite, resume=resume)
-    pending = writer.pending_indices()
-    todo = set(pending)
-    total, written = len(pending), 0
-    t0 = time.perf_counter()
-    summary = SetSummary()
+                          overwrite=overwrite, resume=resume, program="advgui window")
+    with writer:
+        from advgui.core.runner import model_checks
+        writer.set_warnings(model_checks(classifier, image_set))
+        pending = writer.pending_indices()
+        todo = set(pending)
+        total, written = len(pending), 0
+        t0 = time.perf_counter()
+        summary = SetSummary()
 
-    def progress() -> ExportProgress:
-        el = time.perf_counter() - t0
-        rate = written / el if el > 0 else 0.0
-        return ExportProgress(written, total, el, rate, (total - written) / rate if rate > 0 else None)
+        def progress() -> ExportProgress:
+            el = time.perf_counter() - t0
+            rate = written / el if el > 0 else 0.0
+            return ExportProgress(written, total, el, rate, (total - written) / rate if rate > 0 else None)
 
-    stop = bool((yield ExportProgress(0, total, 0.0, 0.0, None)))
-    for rows in results:
+        stop = bool((yield ExportProgress(0, total, 0.0, 0.0, None)))
+        for rows in results:
+            if stop:
+                break
+            if all(i in todo for i in rows.indices):
+                writer.write_batch(rows.batch)
+                summary.add(rows.result)
+                todo.difference_update(rows.indices)
+                written += len(rows)
+                stop = bool((yield progress()))
+        rest = [i for i in pending if i in todo]
+        last = time.perf_counter()
+        for idx, x8 in ([] if stop else image_set.iter_batches(classifier.preprocess, batch_size, rest)):
+            x = x8.to(classifier.device).float() / 255
+            labels, sources = batch_labels(classifier, image_set, idx, x)
+            tgt = None if request.target is None else torch.full((len(idx),), int(request.target), dtype=torch.long)
+            steps = attack.iter_steps(classifier, x, labels, target=tgt, seed=request.seed)
+            try:
+                next(steps)
+                while True:
+                    if time.perf_counter() - last > 0.2:
+                        last = time.perf_counter()
+                        stop = bool((yield progress())) or stop
+                    if stop:                  # the attack of this batch is abandoned: nothing half-written
+                        steps.close()
+                        break
+                    steps.send(False)
+            except StopIteration as e:
+                r = e.value
+                writer.write_batch(BatchResult(list(idx), sources, r))
+                summary.add(r)
+                written += len(idx)
+                stop = bool((yield progress())) or stop
+            if stop:
+                break
         if stop:
-            break
-        if all(i in todo for i in rows.indices):
-            writer.write_batch(rows.batch)
-            summary.add(rows.result)
-            todo.difference_update(rows.indices)
-            written += len(rows)
-            stop = bool((yield progress()))
-    rest = [i for i in pending if i in todo]
-    last = time.perf_counter()
-    for idx, x8 in ([] if stop else image_set.iter_batches(classifier.preprocess, batch_size, rest)):
-        x = x8.to(classifier.device).float() / 255
-        labels, sources = batch_labels(classifier, image_set, idx, x)
-        tgt = None if request.target is None else torch.full((len(idx),), int(request.target), dtype=torch.long)
-        steps = attack.iter_steps(classifier, x, labels, target=tgt, seed=request.seed)
-        try:
-            next(steps)
-            while True:
-                if time.perf_counter() - last > 0.2:
-                    last = time.perf_counter()
-                    stop = bool((yield progress())) or stop
-                if stop:                      # the attack of this batch is abandoned: nothing half-written
-                    steps.close()
-                    break
-                steps.send(False)
-        except StopIteration as e:
-            r = e.value
-            writer.write_batch(BatchResult(list(idx), sources, r))
-            summary.add(r)
-            written += len(idx)
-            stop = bool((yield progress())) or stop
-        if stop:
-            break
-    if stop:
-        return ExportResult(None, written, total, True)
-    manifest = writer.finish(summary, image_set.skipped)
+            return ExportResult(None, written, total, True)
+        manifest = writer.finish(summary, image_set.skipped)
     return ExportResult(str(manifest), written, total, False)

@@ -128,6 +128,7 @@ def test_a_damaged_settings_file_is_reported_and_replaced(tmp_path, make_session
     s.message.connect(msgs.append)
     s.start()
     assert msgs and "damaged" in msgs[0].text and msgs[0].kind == "warning"
+    pump(s, lambda: s.model is not None)
 
 
 def test_failed_last_model_falls_back_to_demo(make_session, store):
