@@ -493,7 +493,12 @@ def iter_suite(classifier: torch.nn.Module, images: torch.Tensor, labels: torch.
                 break
             rec = StageResult(atk.name, label, atk.params(), n=n, attacked=len(idx))
             t1 = time.perf_counter()
-            fooled, fooled8, stop = yield from drive(atk, idx, "probe", label, -1, rec)
+            try:
+                fooled, fooled8, stop = yield from drive(atk, idx, "probe", label, -1, rec)
+            except RuntimeError as e:   # PGD on a model whose output has no gradient at all
+                rec.status, rec.note, rec.robust = "skipped", f"the model has no usable gradient: {e}", int(robust.sum())
+                probes.append({**rec.to_dict(), "probe": kind})
+                continue
             rec.seconds = time.perf_counter() - t1
             hit = idx[fooled]
             robust[hit] = False

@@ -50,7 +50,7 @@ def checkpoints(steps: int) -> list[int]:
         p.append(p[-1] + max(p[-1] - p[-2] - 0.03, 0.06))
     out: list[int] = []
     for q in p[1:]:
-        w = int(math.ceil(q * steps))
+        w = int(math.ceil(q * steps - 1e-9))   # 0.22 * 100 is 22.000000000000004 in floats
         if 0 < w < steps and (not out or w > out[-1]):
             out.append(w)
     return out
