@@ -317,3 +317,34 @@ def test_too_few_images_flag_and_wilson_interval():
     assert [w.code for w in check_sample_size(20, 10)] == ["few-images"]
     assert check_sample_size(1000, 800) == []
     assert check_blackbox_vs_whitebox(1000, 1) == [] and check_blackbox_vs_whitebox(100, 2)[0].code == "blackbox-beats-whitebox"
+
+
+# -- the command line ----------------------------------------------------------------------------------------
+
+def cli(argv):
+    from advgui.cli import main
+    return main(["--debug", *argv])
+
+
+def test_eval_suite_command_writes_robustness_and_card(tmp_path, capsys):
+    rc = cli(["eval", "--model", "demo", "--images", "demo", "--limit", "6", "--suite", "quick", "--eps", "0.1",
+              "--quiet", "--out", str(tmp_path)])
+    assert rc == 0
+    out, err = capsys.readouterr()
+    assert "APGD-T" in out and "robust accuracy" in out and "95% interval" in out
+    assert "few-images" in err
+    data = json.loads((tmp_path / "robustness.json").read_text())
+    assert data["format"] == "advgui-suite-1" and data["suite"]["name"] == "quick" and data["model"] == "demo"
+    assert data["suite"]["eps"] == pytest.approx(0.1) and len(data["per_image"]) == 6
+    assert all(p["path"].endswith(".png") for p in data["per_image"])
+    card = json.loads((tmp_path / "card.json").read_text())
+    assert card["name"] == "demo" and card["eps"] == "0.1" and card["number_forward_passes"] == 1
+
+
+def test_eval_suite_command_user_errors(capsys):
+    from advgui.cli import CliError
+    with pytest.raises(CliError, match="one ε"):
+        cli(["eval", "--model", "demo", "--images", "demo", "--suite", "standard", "--eps", "0.05,0.1"])
+    with pytest.raises(SystemExit):
+        cli(["eval", "--model", "demo", "--images", "demo", "--suite", "strongest"])
+    assert "invalid choice" in capsys.readouterr().err
