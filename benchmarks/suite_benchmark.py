@@ -174,14 +174,45 @@ def run_pgd20(model, x, y, eps) -> dict[str, Any]:
             "seconds": time.perf_counter() - t, "fwd": r.n_forward * len(y), "bwd": r.n_backward * len(y), "stages": []}
 
 
+def cancel_latency(name: str) -> None:
+    """Seconds from a cancel request during each stage (0.3 s after it starts) until run_suite returns."""
+    import threading
+    from advgui.core.suite import run_suite, suite_attacks
+    model, x, y, eps = load(name, [])
+    for p in model.parameters():
+        p.requires_grad_(False)
+    print(f"\n== cancel latency, {name}, {len(y)} digits, each stage of the standard suite run alone")
+    for stage, atk in enumerate(suite_attacks("standard", eps)):
+        stop = threading.Event()
+        marks: dict[str, float] = {}
+
+        def progress(ev) -> None:  # noqa: ANN001
+            if ev.kind == "stage-start":
+                marks["start"] = time.perf_counter()
+            if "start" in marks and "set" not in marks and time.perf_counter() - marks["start"] > 0.3:
+                marks["set"] = time.perf_counter()
+                stop.set()
+
+        rep = run_suite(model, x, y, eps=eps, attacks=[atk], progress=progress, cancel=stop,
+                        keep_adv=False)
+        lat = time.perf_counter() - marks["set"]
+        print(f"  cancel in {rep.stages[0].label:<8} returned after {1000 * lat:6.1f} ms; status {rep.stages[0].status}, "
+              f"{rep.stages[0].fooled} images fooled before the stop kept")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", default="demo,demo-robust,resnet18")
     ap.add_argument("--limit", type=int, help="first N test digits only (for a smoke run)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--json", help="write all numbers here")
+    ap.add_argument("--cancel-latency", action="store_true", help="only measure how fast a cancel returns, per stage")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    if args.cancel_latency:
+        for name in [m.strip() for m in args.models.split(",") if m.strip()]:
+            cancel_latency(name)
+        return 0
     import pyautoattack
     import torchattacks
     print(f"torch {torch.__version__}, torchattacks {torchattacks.__version__}, "

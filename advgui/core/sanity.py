@@ -309,6 +309,6 @@ def check_sample_size(n: int, robust: int, *, min_images: int = 100, max_half_wi
     if n >= min_images and (hi - lo) / 2 <= max_half_width:
         return []
     return [SanityWarning(
-        "few-images", f"only {n} images: the robust accuracy's 95% interval is {100 * lo:.1f}%–{100 * hi:.1f}% "
-        f"(±{50 * (hi - lo):.1f} points), too wide for a meaningful comparison; evaluate at least {min_images} "
-        f"images (about 1000 give ±3 points)")]
+        "few-images", f"{n} images give the robust accuracy a 95% interval of {100 * lo:.1f}%–{100 * hi:.1f}% "
+        f"(±{50 * (hi - lo):.1f} points), too wide for a meaningful comparison; evaluate more images (at least "
+        f"{min_images}; about 1000 give ±3 points)")]

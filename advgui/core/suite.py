@@ -318,7 +318,7 @@ def _device(model: torch.nn.Module) -> torch.device:
 
 
 def iter_suite(classifier: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, *, suite: str = "standard",
-               eps: float = 8 / 255, norm: str = "linf", batch_size: int = 256, seed: int = 0, sanity: bool = True,
+               eps: float = 8 / 255, norm: str = "linf", batch_size: int = 128, seed: int = 0, sanity: bool = True,
                paths: Optional[Sequence[str]] = None, attacks: Optional[Sequence[Attack]] = None,
                keep_adv: bool = True) -> SuiteStream:
     """The suite as a generator of :class:`SuiteEvent`; send True to cancel; returns the :class:`SuiteReport`.
@@ -534,7 +534,7 @@ def iter_suite(classifier: torch.nn.Module, images: torch.Tensor, labels: torch.
 
 
 def run_suite(classifier: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, *, suite: str = "standard",
-              eps: float = 8 / 255, norm: str = "linf", batch_size: int = 256, seed: int = 0, sanity: bool = True,
+              eps: float = 8 / 255, norm: str = "linf", batch_size: int = 128, seed: int = 0, sanity: bool = True,
               paths: Optional[Sequence[str]] = None, attacks: Optional[Sequence[Attack]] = None,
               keep_adv: bool = True, progress: Optional[Callable[[SuiteEvent], Optional[bool]]] = None,
               cancel: Cancel = None) -> SuiteReport:
