@@ -47,8 +47,8 @@ class Passes:
         self.h.remove()
 
 
-def resnet18_digits(threads_note: list[str]) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
-    """ResNet-18 (torchvision, 10 classes) trained for 3 epochs on the digits' train split at 3×32×32."""
+def resnet18_digits(threads_note: list[str], epochs: int = 1) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
+    """ResNet-18 (torchvision, 10 classes) trained for ``epochs`` on the digits' train split at 3×32×32."""
     import torchvision
     from advgui.core.data import digits_dataset
     from advgui.core.models import Classifier
@@ -64,7 +64,7 @@ def resnet18_digits(threads_note: list[str]) -> tuple[nn.Module, torch.Tensor, t
     t = time.perf_counter()
     clf.train()
     g = torch.Generator().manual_seed(0)
-    for _epoch in range(3):
+    for _epoch in range(epochs):
         perm = torch.randperm(len(ytr), generator=g)
         for b in range(0, len(ytr), 64):
             i = perm[b:b + 64]
@@ -73,7 +73,7 @@ def resnet18_digits(threads_note: list[str]) -> tuple[nn.Module, torch.Tensor, t
             loss.backward()
             opt.step()
     clf.eval()
-    threads_note.append(f"resnet18 trained in {time.perf_counter() - t:.0f} s")
+    threads_note.append(f"(resnet18 trained {epochs} epoch(s) in {time.perf_counter() - t:.0f} s)")
     x, y = digits_dataset("test", size=(32, 32))
     return clf, x.float().div(255).expand(-1, 3, -1, -1).contiguous(), y
 
@@ -226,17 +226,18 @@ def main() -> int:
         for p in model.parameters():
             p.requires_grad_(False)
         print(f"\n== {name}: {len(y)} digits {tuple(x.shape[1:])}, eps {eps:.4g} L∞ {' '.join(notes)}", flush=True)
-        runs = [run_ours(model, x, y, eps), run_pyautoattack(model, x, y, eps), run_torchattacks(model, x, y, eps)]
-        if name == "demo-robust":
-            runs.append(run_pgd20(model, x, y, eps))
-        ours, paa, ta = runs[0], runs[1], runs[2]
-        print(f"clean accuracy {100 * ours['clean']:.1f}%")
-        for r in runs:
+        runs = []
+        for fn in (run_ours, run_pyautoattack, run_torchattacks) + ((run_pgd20,) if name == "demo-robust" else ()):
+            r = fn(model, x, y, eps)
+            runs.append(r)
+            if len(runs) == 1:
+                print(f"clean accuracy {100 * r['clean']:.1f}%")
             print(f"  {r['who']:<24} robust {100 * r['robust']:6.2f}%  {r['seconds']:8.1f} s  "
-                  f"fwd {r['fwd']:>9}  bwd {r['bwd']:>9}")
+                  f"fwd {r['fwd']:>9}  bwd {r['bwd']:>9}", flush=True)
             for s in r["stages"]:
                 extra = f"  fwd {s['fwd']:>9}  bwd {s['bwd']:>9}" if "fwd" in s else ""
-                print(f"      {s['stage']:<34} {100 * s['robust']:6.2f}%  {s['seconds']:8.1f} s{extra}")
+                print(f"      {s['stage']:<34} {100 * s['robust']:6.2f}%  {s['seconds']:8.1f} s{extra}", flush=True)
+        ours, paa, ta = runs[0], runs[1], runs[2]
         best_ref = min(paa["robust"], ta["robust"])
         union = np.array(paa["robust_mask"]) & np.array(ta["robust_mask"])
         print(f"  references' per-image worst case {100 * union.mean():.2f}%")

@@ -154,6 +154,14 @@ def _load_eval_images(spec: str, clf, limit: int | None = None):
     return x, pred, "predictions", skipped, names
 
 
+def _report_inputs(images: str, skipped: list[str], label_source: str) -> None:
+    for s in skipped:
+        print(f"skipped {s}", file=sys.stderr)
+    if label_source == "predictions":
+        print(f"note: {images} has no class subfolders named after the model's classes; the clean predictions "
+              "stand in for labels, so clean accuracy is 100% by construction", file=sys.stderr)
+
+
 class SigintCancel:
     """While active, the first Ctrl-C sets ``event`` (the run stops cleanly at the next batch); a second
     one interrupts at once. Only installs itself in the main thread."""
@@ -197,11 +205,7 @@ def run(args: argparse.Namespace) -> int:
                               "eval takes fgsm, bim, pgd, mifgsm, apgd, apgd-dlr, apgd-t, square")
     clf = load_model_from_args(args)
     x, y, label_source, skipped = load_eval_images(args.images, clf, args.limit)
-    for s in skipped:
-        print(f"skipped {s}", file=sys.stderr)
-    if label_source == "predictions":
-        print(f"note: {args.images} has no class subfolders named after the model's classes; the clean predictions "
-              "stand in for labels, so clean accuracy is 100% by construction", file=sys.stderr)
+    _report_inputs(args.images, skipped, label_source)
     bar = None
     if not args.quiet:
         from tqdm import tqdm
@@ -256,11 +260,7 @@ def run_suite_command(args: argparse.Namespace) -> int:
         print(f"advgui eval: note: --suite {args.suite} has fixed stages; {', '.join(given)} ignored", file=sys.stderr)
     clf = load_model_from_args(args)
     x, y, label_source, skipped, names = load_eval_images(args.images, clf, args.limit, with_paths=True)
-    for s in skipped:
-        print(f"skipped {s}", file=sys.stderr)
-    if label_source == "predictions":
-        print(f"note: {args.images} has no class subfolders named after the model's classes; the clean predictions "
-              "stand in for labels, so clean accuracy is 100% by construction", file=sys.stderr)
+    _report_inputs(args.images, skipped, label_source)
     bar = None
     if not args.quiet:
         from tqdm import tqdm

@@ -42,7 +42,7 @@ import numpy as np
 import torch
 
 from .attacks import Attack, AttackError, StepInfo, make_attack
-from .attacks.base import model_as_found
+from .attacks.base import _model_device, model_as_found
 from .eps import as_255_fraction, format_eps
 from .evaluate import Cancel, _jsonable, is_cancelled
 from .fileio import atomic_write_text
@@ -309,14 +309,6 @@ class _PassCounter:
 SuiteStream = Generator[SuiteEvent, Optional[bool], SuiteReport]
 
 
-def _device(model: torch.nn.Module) -> torch.device:
-    for p in model.parameters():
-        return p.device
-    for b in model.buffers():
-        return b.device
-    return torch.device("cpu")
-
-
 def iter_suite(classifier: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, *, suite: str = "standard",
                eps: float = 8 / 255, norm: str = "linf", batch_size: int = 128, seed: int = 0, sanity: bool = True,
                paths: Optional[Sequence[str]] = None, attacks: Optional[Sequence[Attack]] = None,
@@ -347,7 +339,7 @@ def iter_suite(classifier: torch.nn.Module, images: torch.Tensor, labels: torch.
         raise AttackError(f"batch_size must be at least 1, got {batch_size}")
     for atk in stages_cfg:
         atk.validate(classifier, _as_float01(images[:1]))
-    dev = _device(classifier)
+    dev = _model_device(classifier)
     y_np = y_all.numpy()
     n_stages = len(stages_cfg)
     results = [StageResult(a.name, STAGE_LABELS.get(a.name, a.name), a.params()) for a in stages_cfg]
