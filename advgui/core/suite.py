@@ -82,7 +82,8 @@ class SuiteEvent:
     ``kind``: "start", "checks" (model and gradient checks done), "stage-start", "step" (one attack step;
     ``step`` holds its StepInfo), "stage-end" (``stage_result`` holds the finished stage), "probe" (a
     sanity probe's step), "done". ``fraction`` is the progress of the current stage in [0, 1];
-    ``robust`` the images still robust out of ``n``."""
+    ``robust`` the images still robust out of ``n``. For "step" and "probe", ``step`` is the attack's StepInfo
+    for the current batch and ``batch`` the indices of that batch's images in the whole set."""
 
     kind: str
     stage: str = ""
@@ -94,6 +95,7 @@ class SuiteEvent:
     elapsed: float = 0.0
     message: str = ""
     step: Optional[StepInfo] = field(default=None, repr=False)
+    batch: Optional[np.ndarray] = field(default=None, repr=False)   # indices of ``step``'s images in the set
     stage_result: Optional["StageResult"] = field(default=None, repr=False)
 
     @property
@@ -404,7 +406,8 @@ def iter_suite(classifier: torch.nn.Module, images: torch.Tensor, labels: torch.
                     while True:
                         within = min(1.0, (info.restart * info.total_steps + info.step) / (runs * max(info.total_steps, 1)))
                         frac = (b + within * len(bi)) / max(len(idx), 1)
-                        ask = yield event(kind, stage=label, stage_index=stage_index, fraction=frac, step=info)
+                        ask = yield event(kind, stage=label, stage_index=stage_index, fraction=frac, step=info,
+                                          batch=bi)
                         stop = stop or bool(ask)
                         info = steps.send(stop)
                 except StopIteration as fin:
