@@ -157,6 +157,8 @@ def test_one_image_alone_or_in_a_batch(demo_set, name):
 def test_stop_request_returns_best_so_far(demo_set, name):
     model, x, y = demo_set
     atk = small(name, eps=0.03, stop_on_success=False) if name != "apgd-t" else small(name, eps=0.03)
+    if name == "square":
+        atk.report_every = 1     # one StepInfo per query
     steps = atk.iter_steps(model, x, y)
     info = next(steps)
     seen = 1
@@ -176,10 +178,15 @@ def test_stop_request_returns_best_so_far(demo_set, name):
 def test_square_steps_count_queries_and_stop_per_sample(demo_set):
     model, x, y = demo_set
     infos = []
-    r = make_attack("square", eps=0.15, queries=300).run(model, x, y, observer=infos.append)
+    r = make_attack("square", eps=0.15, queries=300, report_every=1).run(model, x, y, observer=infos.append)
     assert infos[0].step == 1 and all(i.total_steps == 300 for i in infos)
     steps = [i.step for i in infos if not i.final]
     assert steps == list(range(1, len(steps) + 1))
+    blocks = []
+    r10 = make_attack("square", eps=0.15, queries=300).run(model, x, y, observer=blocks.append)
+    bsteps = [b.step for b in blocks if not b.final]
+    assert len(blocks) < len(infos) and bsteps == sorted(set(bsteps))
+    assert np.array_equal(r10.first_success_step, r.first_success_step)   # exact queries, whatever the blocks
     # fooled samples stop costing queries: later steps have fewer active samples than the first
     assert infos[-2].active.sum() < infos[1].active.sum()
     assert (r.first_success_step[r.success] >= 1).all()

@@ -18,15 +18,18 @@ queries, rescaled to the budget).
   second window into the first, adds a fresh bump with random signs there, and rescales the first window
   so that the whole perturbation has norm exactly ε.
 
-Telemetry: one StepInfo per query. ``StepInfo.step`` is the number of queries spent per image so far
-(1 = the starting point) and ``total_steps`` is the budget ``queries``; a sample that is fooled stops
-costing queries (``active`` is False for it). Each sample draws from its own seeded generator, so an image
-gets the same result alone or in a batch.
+Telemetry: one StepInfo per block of ``report_every`` queries (and at least every 50 ms, so a stop
+request is honoured quickly). ``StepInfo.step`` is the number of queries spent per image so far (1 = the
+starting point) and ``total_steps`` is the budget ``queries``, so curves run over queries; a sample that is
+fooled stops costing queries (``active`` is False for it) and ``first_success_step`` of the result is the
+exact query that fooled it. Each sample draws from its own seeded generator, so an image gets the same
+result alone or in a batch.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+import time
 from typing import ClassVar, Generator, Optional
 
 import torch
@@ -86,6 +89,7 @@ class Square(Attack):
     norm: str = "linf"
     p_init: float = 0.8
     stop_on_success: bool = True
+    report_every: int = 10
 
     def validate(self, classifier: torch.nn.Module, images: torch.Tensor) -> None:
         super().validate(classifier, images)
@@ -93,6 +97,8 @@ class Square(Attack):
             raise AttackError(f"square: queries must be at least 1, got {self.queries}")
         if not 0 < self.p_init <= 1:
             raise AttackError(f"square: p_init must be in (0, 1], got {self.p_init}")
+        if self.report_every < 1:
+            raise AttackError(f"square: report_every must be at least 1, got {self.report_every}")
 
     def telemetry_loss(self, ctx: AttackContext, logits: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
         return -margin(logits, ctx.labels[idx], None if ctx.target is None else ctx.target[idx])
@@ -137,6 +143,10 @@ class Square(Attack):
             ctx.final_step = 1
             return x
         rand = torch.empty(n, 0, width, device=dev)
+        first = ctx.tele.first_success
+        newly = (m < 0).cpu().numpy() & (first < 0)
+        first[newly] = 1
+        last_report = time.perf_counter()
         for q in range(1, self.queries):
             active = (m > 0) if self.stop_on_success else torch.ones(n, dtype=torch.bool, device=dev)
             a = active.nonzero()[:, 0]
@@ -188,10 +198,17 @@ class Square(Attack):
                 x[j] = xn[better]
                 m[j] = mn[better]
                 cur_logits[j] = ln[better]
+                jj = j[mn[better] < 0].cpu().numpy()
+                jj = jj[first[jj] < 0]
+                first[jj] = q + 1          # the exact query that fooled these samples
             ctx.steps_run += 1
             ctx.tele.updates += 1
-            if (yield from ctx.report(q + 1, 0, a, cur_logits[a], -m[a], x[a], x if ctx.tele.keep_images else None)):
-                ctx.final_step = q + 1
-                return x
+            now = time.perf_counter()
+            if (q + 1) % self.report_every == 0 or q + 1 == self.queries or now - last_report > 0.05:
+                last_report = now
+                if (yield from ctx.report(q + 1, 0, a, cur_logits[a], -m[a], x[a],
+                                          x if ctx.tele.keep_images else None)):
+                    ctx.final_step = q + 1
+                    return x
         ctx.final_step = self.queries
         return x
