@@ -175,8 +175,8 @@ def test_files_are_written_and_read_back(demo_report, tmp_path):
 
 def test_suites_are_configured_as_documented():
     std = suite_attacks("standard", 8 / 255)
-    assert [a.name for a in std] == ["apgd", "apgd-t", "square"]
-    assert std[0].steps == 100 and std[1].n_targets == 9 and std[2].queries == 5000
+    assert [a.name for a in std] == ["apgd", "apgd-t", "apgd-t", "square"]
+    assert std[0].steps == 100 and std[1].n_targets == 9 and std[2].n_targets == 3 and std[3].queries == 5000
     assert set(SUITES) == {"standard", "quick"}
     with pytest.raises(AttackError):
         suite_attacks("strongest", 0.1)
