@@ -24,12 +24,13 @@ probabilities instead of logits, zero or vanishing input gradients, randomness i
 and an attack given more budget (larger ε, or PGD instead of FGSM) doing worse.
 
 --suite standard|quick runs the AutoAttack-grade evaluation at one ε instead: APGD-CE, then APGD-T
-(targeted DLR over the top 9 other classes), then the black-box Square attack (5000 queries), each on
-the images still robust after the stages before it. It reports the per-image worst case: robust
+(targeted DLR over the top 9 other classes), a second APGD-T pass over the top 3 from new random
+starts, then the black-box Square attack (5000 queries), each on the images still robust after the
+stages before it. It reports the per-image worst case: robust
 accuracy with a 95% Wilson interval, and per stage its robust accuracy, seconds and forward/backward/
 query counts, plus sanity flags (gradient health, black box beating white box, accuracy not monotone in
 ε, more budget doing worse, too few images). 'quick' is about five times cheaper (50 steps, 3 targets,
-1000 queries). FAB-T is not part of either (docs/robustness.md says why).
+1000 queries, no second pass). FAB-T is not part of either (docs/robustness.md says why).
 """
 
 EXAMPLES = """\
@@ -93,7 +94,7 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     g.add_argument("--batch-size", type=_positive_int, default=128, metavar="B", help="images per batch (default: 128)")
     a = p.add_argument_group("attacks")
     a.add_argument("--suite", choices=["standard", "quick"],
-                   help="run the standard evaluation (APGD-CE → APGD-T → Square, per-image worst case) at one ε "
+                   help="run the standard evaluation (APGD-CE → APGD-T ×2 → Square, per-image worst case) at one ε "
                         "instead of curves; 'quick' is about five times cheaper")
     a.add_argument("--attacks", default=None, metavar="LIST",
                    help="comma-separated: fgsm, bim, pgd, mifgsm, apgd, apgd-dlr, apgd-t, square (default: fgsm,pgd)")
