@@ -26,13 +26,18 @@ examples:
   advgui attack --model demo --images demo --attack pgd --eps 8/255 --out out/pgd
   advgui attack --model demo --images demo --attack deepfool                 (smallest perturbation)
   advgui attack --model demo --images demo --attack pgd --eps 0.2 --target 3 --stop-on-success
+  advgui attack --model demo-robust --images demo --attack apgd-t --eps 0.1 --steps 100 --n-targets 9
+  advgui attack --model demo --images demo --attack square --eps 0.1 --queries 1000
   advgui attack --model torchvision:resnet18 --weights resnet18.pth --images photos/ --attack fgsm --eps 2/255
   advgui attack --model timm:resnet18 --weights model.safetensors --images photos/ --attack pgd
   advgui attack --model hf:vit-folder/ --images photos/ --attack pgd           (Hugging Face save_pretrained)
   advgui attack --model net.onnx --input-size 224 --images photos/ --attack pgd
 
 attacks: fgsm, bim, pgd, mifgsm (default norm linf), deepfool, cw (default norm l2; eps optional:
-without it they find the smallest perturbation they can, with it the result is also bounded by it).
+without it they find the smallest perturbation they can, with it the result is also bounded by it),
+apgd (APGD-CE), apgd-dlr, apgd-t (targeted DLR over the top --n-targets other classes; untargeted as a
+whole) and square (score-based, no gradients; --queries is its budget, its progress counts queries).
+APGD and Square stop attacking an image once it is fooled unless --no-stop-on-success is given.
 
 output (--out DIR): clean/ and adv/ PNGs at the model's input size (names mirror the sources),
 adv_float/ with the exact float adversarial images (.npz), manifest.csv and manifest.json (one row per
@@ -56,19 +61,25 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--batch-size", type=int, default=64, metavar="B", help="images per batch (default: 64)")
     a = p.add_argument_group("attack")
     a.add_argument("--attack", default="pgd", metavar="NAME",
-                   help="fgsm, bim, pgd, mifgsm, deepfool, cw (default: pgd)")
+                   help="fgsm, bim, pgd, mifgsm, deepfool, cw, apgd, apgd-dlr, apgd-t, square (default: pgd)")
     a.add_argument("--eps", metavar="E",
                    help="perturbation budget in pixel units: 8/255 or 0.0314 (default 8/255 for L∞, 0.5 for L2; "
                         "none for deepfool/cw)")
     a.add_argument("--norm", choices=["linf", "l2"], help="threat model (default: linf, or l2 for deepfool/cw)")
     a.add_argument("--steps", type=int, metavar="N",
-                   help="iterations (default 10; deepfool 50; cw: optimiser steps per value of c, default 100)")
+                   help="iterations (default 10; deepfool 50; apgd 100; cw: optimiser steps per value of c, default 100)")
     a.add_argument("--step-size", metavar="A", help="step size in pixel units (default: 2.5·eps/steps for PGD, "
                                                       "eps/steps for BIM and MI-FGSM)")
     a.add_argument("--target", metavar="CLASS", help="targeted attack towards this class (index or name)")
     a.add_argument("--restarts", type=int, metavar="R", help="PGD: random restarts, best kept per image (default 1)")
-    a.add_argument("--stop-on-success", action="store_true",
-                   help="stop attacking an image as soon as it fools the model (saves time, smaller perturbations)")
+    a.add_argument("--stop-on-success", action="store_true", default=None,
+                   help="stop attacking an image as soon as it fools the model (saves time, smaller perturbations; "
+                        "on by default for apgd and square)")
+    a.add_argument("--no-stop-on-success", dest="stop_on_success", action="store_false",
+                   help="apgd, square: keep optimising images that are already fooled")
+    a.add_argument("--queries", type=int, metavar="Q", help="Square: query budget per image (default 5000)")
+    a.add_argument("--n-targets", type=int, metavar="K", help="APGD-T: target classes per image (default 9)")
+    a.add_argument("--loss", choices=["ce", "dlr"], help="APGD: loss (default ce; apgd-dlr and apgd-t: dlr)")
     a.add_argument("--decay", type=finite_float, help="MI-FGSM momentum decay (default 1.0)")
     a.add_argument("--overshoot", type=finite_float, help="DeepFool overshoot (default 0.02)")
     a.add_argument("--c", dest="c", type=finite_float, help="C&W initial trade-off constant c")
@@ -135,11 +146,11 @@ def build_attack(args: argparse.Namespace):
     params: dict[str, Any] = dict(eps=eps, norm=norm, steps=args.steps, step_size=step_size,
                                   restarts=args.restarts, decay=args.decay, overshoot=args.overshoot,
                                   c=args.c, binary_steps=args.binary_steps, confidence=args.confidence,
-                                  lr=args.lr)
-    if args.stop_on_success:
+                                  lr=args.lr, queries=args.queries, n_targets=args.n_targets, loss=args.loss)
+    if args.stop_on_success is not None:
         if "stop_on_success" not in fields:
-            raise CliError(f"--stop-on-success does not apply to {cls.name}")
-        params["stop_on_success"] = True
+            raise CliError(f"--{'' if args.stop_on_success else 'no-'}stop-on-success does not apply to {cls.name}")
+        params["stop_on_success"] = bool(args.stop_on_success)
     given = {k for k, v in params.items() if v is not None}
     ignored = sorted(k for k in given - set(fields) if k not in ("eps", "norm"))
     if ignored:
@@ -302,6 +313,8 @@ def print_summary(attack, clf, images, s, totals, skipped, wall, writer, warning
     desc = [f"norm {p.get('norm', 'linf')}", f"eps {fmt_eps(p.get('eps'))}"]
     if "steps" in p:
         desc.append(f"steps {p['steps']}")
+    if "queries" in p:
+        desc.append(f"queries {p['queries']}")
     out = sys.stdout
     n_all = totals["images"] if totals else s.n
     earlier = n_all - s.n if totals else 0

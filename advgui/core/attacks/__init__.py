@@ -4,8 +4,10 @@ from __future__ import annotations
 import dataclasses
 
 from .base import Attack, AttackControl, AttackError, AttackResult, StepInfo, round_within_eps
+from .apgd import APGD, APGDDLR, APGDT
 from .gradient import BIM, FGSM, MIFGSM, PGD
 from .minimal import CarliniWagnerL2, DeepFool
+from .square import Square
 
 ATTACKS: dict[str, type[Attack]] = {
     "fgsm": FGSM,
@@ -14,9 +16,15 @@ ATTACKS: dict[str, type[Attack]] = {
     "mifgsm": MIFGSM,
     "deepfool": DeepFool,
     "cw": CarliniWagnerL2,
+    "apgd": APGD,
+    "apgd-dlr": APGDDLR,
+    "apgd-t": APGDT,
+    "square": Square,
 }
 ALIASES = {"i-fgsm": "bim", "ifgsm": "bim", "mi-fgsm": "mifgsm", "mim": "mifgsm", "pgd-linf": "pgd",
-           "pgd-l2": "pgd", "cw-l2": "cw", "c&w": "cw", "cwl2": "cw"}
+           "pgd-l2": "pgd", "cw-l2": "cw", "c&w": "cw", "cwl2": "cw",
+           "apgd-ce": "apgd", "apgdce": "apgd", "apgd_ce": "apgd", "apgddlr": "apgd-dlr", "apgd_dlr": "apgd-dlr",
+           "apgdt": "apgd-t", "apgd_t": "apgd-t", "apgd-t-dlr": "apgd-t", "square-attack": "square"}
 
 __all__ = ["ATTACKS", "Attack", "AttackControl", "AttackError", "AttackResult", "StepInfo", "make_attack",
            "attack_class", "round_within_eps"]
