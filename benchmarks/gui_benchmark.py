@@ -9,7 +9,7 @@ app prints the seconds from the launcher's timestamp (taken just before the proc
 interpreter start-up counts) to its window's first paint event, and whether torch had been imported by
 then. Target: at most 1 s.
 
-GUI stall: in one process, the real main window runs an attack in its worker thread while a 10 ms QTimer
+GUI stall: in one process, the real main window runs an attack in a job of its session while a 10 ms QTimer
 on the GUI thread records how late each of its ticks fires. Lateness p99 target: at most 50 ms.
 Scenarios: a long single-image PGD on the demo digit (thousands of tiny steps: tests the 30 Hz redraw
 throttle and the movie's frame store), the whole demo set in the batch tab, and, when torchvision is
@@ -95,17 +95,19 @@ def stall(seconds: float, heavy: bool) -> list[dict]:
     import torch
     from PySide6.QtWidgets import QApplication
 
-    from advgui.gui.jobs import ModelRequest
+    from advgui.gui.app import make_session, setup_process
     from advgui.gui.main_window import MainWindow
-    from advgui.gui.settings import Settings
+    from advgui.session import ModelRequest, SettingsStore
 
     app = QApplication.instance() or QApplication([])
+    setup = setup_process()
     cfg = tempfile.mkdtemp(prefix="advgui-bench-")
-    w = MainWindow(Settings(Path(cfg) / "advgui.ini"))
+    s = make_session(SettingsStore(Path(cfg) / "settings.json"))
+    w = MainWindow(s)
     w.resize(1280, 800)
     w.show()
     ready = []
-    w.ready.connect(lambda: ready.append(1))
+    s.ready.connect(lambda: ready.append(1))
     w.start()
     if not _wait(app, lambda: ready, 120):
         raise SystemExit("the window did not get ready")
@@ -138,22 +140,14 @@ def stall(seconds: float, heavy: bool) -> list[dict]:
                   f"GUI thread busy {100 * gui_cpu:.0f}% of a core)",
                   flush=True)
 
-    ap = w.attack_panel
-    ap.attack.setCurrentIndex(ap.attack.findData("pgd"))
-    ap.eps.setValue(32 / 255)
-    ex = w.explore
-
-    def explore_running() -> bool:
-        return ex.worker is not None and ex.worker.isRunning()
-
-    ap.steps.setValue(100000)
-    measure("explore: PGD on a demo digit (live)", lambda: w.run_index(3), explore_running, ex.stop)
-    ap.steps.setValue(60)
-
-    def batch_running() -> bool:
-        return w.batch_worker is not None and w.batch_worker.isRunning()
-
-    measure("batch: PGD-60 on the 50 demo digits", lambda: w.run_batch(16), batch_running, w.stop_batch)
+    a = s.attack
+    a.select("pgd")
+    a.set_value("eps", 32 / 255)
+    explore_running = lambda: s.explore.job is not None  # noqa: E731
+    a.set_value("steps", 100000)
+    measure("explore: PGD on a demo digit (live)", lambda: s.explore.run(3), explore_running, s.explore.stop)
+    a.set_value("steps", 60)
+    measure("batch: PGD-60 on the 50 demo digits", lambda: s.batch.run(16), lambda: s.batch.running, s.batch.stop)
 
     if heavy:
         try:
@@ -164,16 +158,17 @@ def stall(seconds: float, heavy: bool) -> list[dict]:
             weights = Path(cfg) / "resnet18_random.pth"
             torch.manual_seed(0)
             torch.save(torchvision.models.resnet18(weights=None).state_dict(), weights)
-            loaded = []
-            w.model_loaded.connect(lambda m: loaded.append(m))
-            w.load_model(ModelRequest(spec="torchvision:resnet18", weights=str(weights)))
-            if _wait(app, lambda: loaded and w.explore.clean is not None and not w.preview.isRunning(), 300):
-                ap.eps.setValue(4 / 255)
-                ap.steps.setValue(100000)
-                measure("explore: PGD on ResNet-18, 224×224", lambda: w.run_index(0), explore_running, ex.stop)
+            ready.clear()
+            s.load_model(ModelRequest(spec="torchvision:resnet18", weights=str(weights)))
+            if _wait(app, lambda: ready, 300):
+                a.set_value("eps", 4 / 255)
+                a.set_value("steps", 100000)
+                measure("explore: PGD on ResNet-18, 224×224", lambda: s.explore.run(0), explore_running,
+                        s.explore.stop)
     w.close()
     w.deleteLater()
     app.processEvents()
+    setup.restore()
     import gc
     gc.collect()          # while Qt is still alive, not at interpreter exit
     return results

@@ -95,6 +95,21 @@ class SetSummary:
                 "forward_passes": self.n_forward, "backward_passes": self.n_backward}
 
 
+def batch_labels(classifier: Classifier, images: ImageSet, indices: Sequence[int], x: torch.Tensor
+                 ) -> tuple[torch.Tensor, list[str]]:
+    """True labels of a batch from the ImageFolder tree, or the clean prediction standing in for them.
+    Returns (labels on the CPU, "folder" or "prediction" per image)."""
+    labels = images.labels_tensor(indices)
+    if labels is not None:
+        return labels, ["folder"] * len(indices)
+    with torch.no_grad():
+        was = classifier.training
+        classifier.eval()
+        pred = classifier(x).argmax(1).cpu()
+        classifier.train(was)
+    return pred, ["prediction"] * len(indices)
+
+
 def attack_batches(classifier: Classifier, images: ImageSet, attack: Attack, *, batch_size: int = 64,
                    target: Optional[int] = None, seed: Optional[int] = 0, indices: Optional[Sequence[int]] = None,
                    observer: Optional[Observer] = None, should_stop: Optional[Callable[[], bool]] = None,
@@ -109,16 +124,7 @@ def attack_batches(classifier: Classifier, images: ImageSet, attack: Attack, *, 
         if should_stop is not None and should_stop():
             return
         x = x8.to(device).float() / 255
-        labels = images.labels_tensor(idx)
-        if labels is None:
-            with torch.no_grad():
-                was = classifier.training
-                classifier.eval()
-                labels = classifier(x).argmax(1).cpu()
-                classifier.train(was)
-            sources = ["prediction"] * len(idx)
-        else:
-            sources = ["folder"] * len(idx)
+        labels, sources = batch_labels(classifier, images, idx, x)
         tgt = None if target is None else torch.full((len(idx),), int(target), dtype=torch.long)
         result = attack.run(classifier, x, labels, target=tgt, observer=observer, seed=seed)
         yield BatchResult(list(idx), sources, result)

@@ -1,15 +1,18 @@
-"""“Save comparison”: one PNG with the three images, their predictions and the curves, ready for a slide."""
+"""“Save comparison”: one PNG with the model's name, the three images, their predictions and the curves, ready
+for a slide. The plots are painted straight into the picture at its resolution (they are vector graphics), so
+their text and lines stay sharp instead of being a screenshot scaled up."""
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Optional
 
-from PySide6.QtCore import QRectF, Qt
-from PySide6.QtGui import QColor, QFont, QImage, QLinearGradient, QPainter, QPixmap
+from PySide6.QtCore import QPoint, QRectF, Qt
+from PySide6.QtGui import QColor, QFont, QImage, QLinearGradient, QPainter, QPixmap, QRegion
 from PySide6.QtWidgets import QWidget
 
-from .display import colormap_stops, diff_rgb, fmt_prob, qimage, to_display, to_uint8
-from .views import DisplayState
+from advgui.session.display import DisplayState, fmt_prob
+
+from .display import colormap_stops, diff_rgb, qimage, to_display, to_uint8
 
 WIDTH = 1800
 PANEL = 520
@@ -18,10 +21,9 @@ PANEL = 520
 def render_comparison(st: DisplayState, plots: Optional[QWidget] = None, title: str = "") -> QImage:
     if st.clean is None:
         raise ValueError("nothing to save yet: open an image first")
-    plots_pm: Optional[QPixmap] = plots.grab() if plots is not None and st.adv is not None else None
-    plots_h = 0
-    if plots_pm is not None and not plots_pm.isNull():
-        plots_h = int(plots_pm.height() * (WIDTH - 80) / max(1, plots_pm.width()))
+    draw_plots = plots is not None and st.adv is not None and plots.width() > 0
+    scale = (WIDTH - 80) / max(1, plots.width()) if draw_plots else 1.0
+    plots_h = int(plots.height() * scale) if draw_plots else 0
     height = 120 + PANEL + 190 + (plots_h + 30 if plots_h else 0)
     img = QImage(WIDTH, height, QImage.Format.Format_RGB32)
     img.fill(QColor("white"))
@@ -37,7 +39,10 @@ def render_comparison(st: DisplayState, plots: Optional[QWidget] = None, title: 
 
     p.setPen(QColor("#202124"))
     p.setFont(font(34, True))
-    p.drawText(QRectF(40, 20, WIDTH - 80, 48), int(Qt.AlignmentFlag.AlignLeft), title or st.name)
+    heading = title or st.name
+    if st.model_name:
+        heading = f"{heading}  ·  model {st.model_name}"
+    p.drawText(QRectF(40, 20, WIDTH - 80, 48), int(Qt.AlignmentFlag.AlignLeft), heading)
     p.setFont(font(22))
     p.setPen(QColor("#5f6368"))
     p.drawText(QRectF(40, 70, WIDTH - 80, 34), int(Qt.AlignmentFlag.AlignLeft),
@@ -93,9 +98,12 @@ def render_comparison(st: DisplayState, plots: Optional[QWidget] = None, title: 
         p.drawText(QRectF(x, ty + 114, PANEL, 28), int(Qt.AlignmentFlag.AlignLeft), f"−{lim:.3g}/255")
         p.drawText(QRectF(x, ty + 114, PANEL, 28), int(Qt.AlignmentFlag.AlignHCenter), "0")
         p.drawText(QRectF(x, ty + 114, PANEL, 28), int(Qt.AlignmentFlag.AlignRight), f"+{lim:.3g}/255")
-    if plots_h and plots_pm is not None:
-        py = y0 + PANEL + 190
-        p.drawPixmap(QRectF(40, py, WIDTH - 80, plots_h).toRect(), plots_pm)
+    if plots_h and plots is not None:
+        p.save()
+        p.translate(40, y0 + PANEL + 190)
+        p.scale(scale, scale)
+        plots.render(p, QPoint(0, 0), QRegion(), QWidget.RenderFlag.DrawChildren)
+        p.restore()
     p.end()
     return img
 

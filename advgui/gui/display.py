@@ -1,11 +1,6 @@
-"""Array conversions for display only: layouts, the signed difference, colour maps, QImages.
-
-The difference is shown on a fixed scale: ±ε (in 0–255 pixel units) divided by the amplification.
-It is never scaled to the data, so tiny noise looks tiny.
-"""
+"""Array conversions for display only: layouts, colour maps, QImages. (The signed difference and its fixed
+±ε scale are Qt-free and live in :mod:`advgui.session.display`.)"""
 from __future__ import annotations
-
-from typing import Optional
 
 import numpy as np
 from PySide6.QtGui import QColor, QImage
@@ -21,24 +16,6 @@ def to_display(img_chw: np.ndarray) -> np.ndarray:
     if a.shape[0] == 1:
         return a[0] * 255.0
     return np.ascontiguousarray(np.transpose(a[:3], (1, 2, 0))) * 255.0
-
-
-def signed_diff(adv_chw: np.ndarray, clean_chw: np.ndarray) -> np.ndarray:
-    """adv − clean in 0..255 units as (H, W). For colour images each pixel shows the channel with the
-    largest change (keeping its sign), so the ±ε scale still holds."""
-    d = (np.asarray(adv_chw, np.float32) - np.asarray(clean_chw, np.float32)) * 255.0
-    if d.ndim == 2:
-        return d
-    if d.shape[0] == 1:
-        return d[0]
-    idx = np.abs(d).argmax(axis=0)
-    return np.take_along_axis(d, idx[None], axis=0)[0]
-
-
-def diff_limit(eps: Optional[float], amplification: float, fallback: float = 16 / 255) -> float:
-    """The colour scale's end in 0..255 units: ε/amplification (a fixed fallback for unbounded attacks)."""
-    e = eps if eps is not None and eps > 0 else fallback
-    return float(e) * 255.0 / max(amplification, 1e-6)
 
 
 _CMAP_CACHE: dict[str, np.ndarray] = {}
@@ -86,15 +63,3 @@ def qimage(arr: np.ndarray) -> QImage:
             return qimage(a[:, :, 0])
         img = QImage(a.data, w, h, a.strides[0], QImage.Format.Format_RGB888)
     return img.copy()
-
-
-def fmt_eps(eps: Optional[float]) -> str:
-    if eps is None:
-        return "unbounded"
-    return f"{eps:.4g} ({eps * 255:.3g}/255)"
-
-
-def fmt_prob(p: float) -> str:
-    if p != p:  # NaN
-        return "–"
-    return f"{100 * p:.1f}%"

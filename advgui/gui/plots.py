@@ -1,8 +1,8 @@
-"""Live plots of one run: loss per step, probabilities per step, top-k bars before and after.
+"""Live plots of one run: loss per step and probabilities per step (pyqtgraph), and the top-5 classes before
+and after as painted bars that elide long class names (full names in their tooltips).
 
-Every plot item is created once; updates only call ``setData`` / ``setOpts`` with slices of the
-preallocated history arrays. A dashed line marks the first step whose image fools the model, a solid
-one the movie's current frame.
+Every plot item is created once; updates only call ``setData`` with slices of the preallocated history
+arrays. A dashed line marks the first step whose image fools the model, a solid one the movie's frame.
 """
 from __future__ import annotations
 
@@ -12,53 +12,72 @@ import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QPalette
-from PySide6.QtWidgets import QVBoxLayout, QWidget
+from PySide6.QtWidgets import QHBoxLayout, QLabel, QVBoxLayout, QWidget
 
-from .history import StepHistory
+from advgui.session.records import StepHistory
+
+from .widgets import ConfidenceBars, ElidedLabel
 
 TRUE_COLOR = "#2e7d32"
 OTHER_COLOR = "#c62828"
 LOSS_COLOR = "#1565c0"
-CLEAN_BAR = "#90a4ae"
+
+
+def _bars_box(title: str) -> tuple[QWidget, ConfidenceBars]:
+    box = QWidget()
+    lay = QVBoxLayout(box)
+    lay.setContentsMargins(4, 4, 4, 4)
+    lab = QLabel(title)
+    lab.setAlignment(Qt.AlignmentFlag.AlignHCenter)
+    bars = ConfidenceBars(5)
+    lay.addWidget(lab)
+    lay.addWidget(bars)
+    lay.addStretch(1)
+    return box, bars
 
 
 class LivePlots(QWidget):
     def __init__(self, parent: Optional[QWidget] = None) -> None:
         super().__init__(parent)
-        lay = QVBoxLayout(self)
-        lay.setContentsMargins(0, 0, 0, 0)
-        self.glw = pg.GraphicsLayoutWidget()
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(0, 0, 0, 0)
+        outer.setSpacing(0)
+        self.caption = ElidedLabel("")
+        self.caption.hide()
+        outer.addWidget(self.caption)
+        row = QHBoxLayout()
+        row.setContentsMargins(0, 0, 0, 0)
+        outer.addLayout(row, 1)
         pal = self.palette()
-        bg = pal.color(QPalette.ColorRole.Base)
         fg = pal.color(QPalette.ColorRole.Text)
-        self.glw.setBackground(bg)
-        lay.addWidget(self.glw)
-        pen_axis = pg.mkPen(fg)
         self.fg = fg
-        self.loss_plot = self.glw.addPlot(0, 0, title="Loss")
-        self.prob_plot = self.glw.addPlot(0, 1, title="Probability")
-        self.before_plot = self.glw.addPlot(0, 2, title="Top-5 before")
-        self.after_plot = self.glw.addPlot(0, 3, title="Top-5 after")
-        for p in (self.loss_plot, self.prob_plot, self.before_plot, self.after_plot):
+        # two plot widgets in a Qt layout (not one pyqtgraph grid), so they always share the width equally
+        self.loss_widget = pg.PlotWidget(title="Loss")
+        self.prob_widget = pg.PlotWidget()
+        self.loss_plot = self.loss_widget.getPlotItem()
+        self.prob_plot = self.prob_widget.getPlotItem()
+        for w, p in ((self.loss_widget, self.loss_plot), (self.prob_widget, self.prob_plot)):
+            w.setBackground(pal.color(QPalette.ColorRole.Base))
+            w.setMinimumWidth(80)
             p.titleLabel.setText(p.titleLabel.text, color=fg.name(), size="10pt")
             for ax in ("left", "bottom"):
                 a = p.getAxis(ax)
-                a.setPen(pen_axis)
-                a.setTextPen(pen_axis)
+                a.setPen(pg.mkPen(fg))
+                a.setTextPen(pg.mkPen(fg))
+                a.enableAutoSIPrefix(False)
+                # fewer labelled ticks on a narrow plot than pyqtgraph's default, so numbers never run together
+                a.setStyle(textFillLimits=[(0, 0.7), (2, 0.45), (4, 0.25), (6, 0.12)])
+            p.getAxis("left").setWidth(40)
             p.setMenuEnabled(False)
-        for p in (self.loss_plot, self.prob_plot):
             p.showGrid(x=True, y=True, alpha=0.2)
             p.setLabel("bottom", "step")
-        for col, stretch in enumerate((3, 3, 2, 2)):
-            self.glw.ci.layout.setColumnStretchFactor(col, stretch)
         self.prob_plot.setYRange(0, 1, padding=0.02)
         self.prob_plot.getViewBox().setLimits(yMin=-0.05, yMax=1.05)
         self.set_targeted(False)
-        self.loss_curve = self.loss_plot.plot(pen=pg.mkPen(LOSS_COLOR, width=2), name="loss", antialias=True)
-        self.true_curve = self.prob_plot.plot(pen=pg.mkPen(TRUE_COLOR, width=2), name="true class", antialias=True)
-        self.other_curve = self.prob_plot.plot(pen=pg.mkPen(OTHER_COLOR, width=2), name="top other class", antialias=True)
-        self.flip_lines = []
-        self.cursor_lines = []
+        self.loss_curve = self.loss_plot.plot(pen=pg.mkPen(LOSS_COLOR, width=2), antialias=True)
+        self.true_curve = self.prob_plot.plot(pen=pg.mkPen(TRUE_COLOR, width=2), antialias=True)
+        self.other_curve = self.prob_plot.plot(pen=pg.mkPen(OTHER_COLOR, width=2), antialias=True)
+        self.flip_lines, self.cursor_lines = [], []
         for p, where in ((self.loss_plot, 0.92), (self.prob_plot, 0.12)):   # where the curves are not
             fl = pg.InfiniteLine(angle=90, movable=False, pen=pg.mkPen("#ef6c00", width=2, style=Qt.PenStyle.DashLine),
                                  label="flip", labelOpts={"position": where, "color": "#ef6c00"})
@@ -69,36 +88,30 @@ class LivePlots(QWidget):
             cl.hide()
             p.addItem(cl, ignoreBounds=True)
             self.cursor_lines.append(cl)
-        # top-k: horizontal bars, class names on the left axis
-        self.before_bars = pg.BarGraphItem(x0=[], y=[], height=0.7, width=[], brushes=[], pen=pg.mkPen(None))
-        self.after_bars = pg.BarGraphItem(x0=[], y=[], height=0.7, width=[], brushes=[], pen=pg.mkPen(None))
-        self.before_plot.addItem(self.before_bars)
-        self.after_plot.addItem(self.after_bars)
-        for p in (self.before_plot, self.after_plot):
-            p.setXRange(0, 1, padding=0.02)
-            p.getViewBox().invertY(True)
-            p.setMouseEnabled(x=False, y=False)
-            p.hideButtons()
-            p.getAxis("bottom").setTicks([[(0.0, "0"), (0.5, "50%"), (1.0, "100%")]])
-            p.getAxis("left").setWidth(40)
-        self.class_names: list[str] = []
-        self.k = 5
+        before_box, self.before = _bars_box("Top-5 before")
+        after_box, self.after = _bars_box("Top-5 after")
+        for box in (before_box, after_box):
+            box.setMaximumWidth(260)
+        row.addWidget(self.loss_widget, 3)
+        row.addWidget(self.prob_widget, 3)
+        row.addWidget(before_box, 2)
+        row.addWidget(after_box, 2)
 
-    def set_class_names(self, names: Sequence[str]) -> None:
-        self.class_names = [str(n) for n in names]
-        fm = self.fontMetrics()
-        longest = max((fm.horizontalAdvance(n[:14]) for n in self.class_names), default=20)
-        for p in (self.before_plot, self.after_plot):
-            p.getAxis("left").setWidth(min(130, longest + 16))
-
-    def _name(self, i: int) -> str:
-        return self.class_names[i] if 0 <= i < len(self.class_names) else ("" if i < 0 else str(i))
+    def set_caption(self, text: str) -> None:
+        """A line above the plots (e.g. which model the curves belong to when comparing)."""
+        self.caption.setText(text)
+        self.caption.setVisible(bool(text))
 
     def set_targeted(self, targeted: bool, target_name: str = "") -> None:
-        """The probability plot's title doubles as its legend."""
-        other = f"target {target_name[:10]}" if targeted else "top other"
-        self.prob_plot.setTitle(f"P(<span style='color:{TRUE_COLOR}'>true</span>) · "
-                                f"P(<span style='color:{OTHER_COLOR}'>{other}</span>)", color=self.fg.name(), size="10pt")
+        """The probability plot's title doubles as its legend (the target's name is shortened there)."""
+        short = target_name if len(target_name) <= 12 else target_name[:11] + "…"
+        other = f"target {short}" if targeted else "other"
+        import html
+        self.prob_plot.setTitle(f"P: <span style='color:{TRUE_COLOR}'>true</span> · "
+                                f"<span style='color:{OTHER_COLOR}'>{html.escape(other)}</span>",
+                                color=self.fg.name(), size="10pt")
+        self.prob_widget.setToolTip(f"Probability of the true class (green) and of the "
+                                    f"{'target ' + target_name if targeted else 'strongest other class'} (red)")
 
     def clear(self) -> None:
         for c in (self.loss_curve, self.true_curve, self.other_curve):
@@ -107,9 +120,9 @@ class LivePlots(QWidget):
             ln.hide()
         for p in (self.loss_plot, self.prob_plot):
             p.enableAutoRange(x=True)
-        self.set_bars(self.before_bars, self.before_plot, [], [], -1, None)
-        self.set_bars(self.after_bars, self.after_plot, [], [], -1, None)
         self.loss_plot.enableAutoRange()
+        self.before.set_items([])
+        self.after.set_items([])
 
     def set_expected(self, frames: int) -> None:
         """A run is starting: fix the step axis to its length so the curves grow across it."""
@@ -120,64 +133,29 @@ class LivePlots(QWidget):
 
     def update_curves(self, h: StepHistory) -> None:
         n = h.n
-        x = h.x
-        self.loss_curve.setData(x, h.loss[:n])
-        self.true_curve.setData(x, h.true_prob[:n])
-        self.other_curve.setData(x, h.other_prob[:n])
-        for fl in self.flip_lines:
-            if h.first_flip >= 0:
-                fl.show()
-                fl.setValue(h.first_flip)
-                fl.label.setFormat(f"flip @ {h.first_flip}")
-            else:
-                fl.hide()
+        self.set_curves(h.loss[:n], h.true_prob[:n], h.other_prob[:n], h.first_flip, x=h.x)
 
-    def set_curves(self, loss: np.ndarray, true_prob: np.ndarray, other_prob: np.ndarray, first_flip: int) -> None:
-        """Curves from arrays (a batch row's recorded history)."""
-        x = np.arange(len(loss))
+    def set_curves(self, loss: np.ndarray, true_prob: np.ndarray, other_prob: np.ndarray, first_flip: int,
+                   x: Optional[np.ndarray] = None) -> None:
+        x = np.arange(len(loss)) if x is None else x
         self.loss_curve.setData(x, loss)
         self.true_curve.setData(x, true_prob)
         self.other_curve.setData(x, other_prob)
         for fl in self.flip_lines:
+            fl.setVisible(first_flip >= 0)
             if first_flip >= 0:
-                fl.show()
                 fl.setValue(first_flip)
                 fl.label.setFormat(f"flip @ {first_flip}")
-            else:
-                fl.hide()
 
     def set_cursor(self, i: Optional[int]) -> None:
         for cl in self.cursor_lines:
-            if i is None:
-                cl.hide()
-            else:
+            cl.setVisible(i is not None)
+            if i is not None:
                 cl.setValue(i)
-                cl.show()
 
-    def set_bars(self, item: pg.BarGraphItem, plot: pg.PlotItem, labels: Sequence[int], probs: Sequence[float],
-                 true_label: int, target: Optional[int]) -> None:
-        k = len(labels)
-        ys = np.arange(k, dtype=float)
-        brushes = []
-        for rank, lab in enumerate(labels):
-            if lab == true_label:
-                brushes.append(pg.mkBrush(TRUE_COLOR))
-            elif (target is not None and lab == target) or (rank == 0 and true_label >= 0):
-                brushes.append(pg.mkBrush(OTHER_COLOR))
-            else:
-                brushes.append(pg.mkBrush(CLEAN_BAR))
-        item.setOpts(x0=np.zeros(k), y=ys, width=np.nan_to_num(np.asarray(probs, float)), height=0.7,
-                     brushes=brushes)
-        plot.getAxis("left").setTicks([[(float(y), self._name(int(lab))[:14]) for y, lab in zip(ys, labels)]])
-        plot.setYRange(-0.5, max(k, self.k) - 0.5, padding=0)
-
-    def set_before(self, labels: Sequence[int], probs: Sequence[float], true_label: int,
-                   target: Optional[int]) -> None:
-        self.set_bars(self.before_bars, self.before_plot, labels, probs, true_label, target)
-
-    def set_after(self, labels: Sequence[int], probs: Sequence[float], true_label: int,
-                  target: Optional[int]) -> None:
-        self.set_bars(self.after_bars, self.after_plot, labels, probs, true_label, target)
+    def set_bars(self, before: Sequence[tuple[str, float, str]], after: Sequence[tuple[str, float, str]]) -> None:
+        self.before.set_items(before)
+        self.after.set_items(after)
 
     def curve_lengths(self) -> tuple[int, int, int]:
         def n(c) -> int:

@@ -1,21 +1,73 @@
-"""Small reusable widgets: the error banner, the ε editor, a file-path field, confidence bars, the
-difference legend."""
+"""Small reusable widgets: the message banner, an eliding label, the ε editor, a file-path field, confidence
+bars, the difference legend.
+
+User data (class names, file names, error texts quoting them) is only ever shown as plain text here: a class
+name such as ``<img src=... width=6000>`` must not become markup."""
 from __future__ import annotations
 
-import math
 from typing import Optional, Sequence
 
-from PySide6.QtCore import QRectF, QSize, Qt, Signal
+from PySide6.QtCore import QRectF, QSize, Qt, QTimer, Signal
 from PySide6.QtGui import QColor, QFont, QLinearGradient, QPainter, QPalette, QValidator
 from PySide6.QtWidgets import (QDoubleSpinBox, QFileDialog, QFrame, QHBoxLayout, QLabel, QLineEdit,
                                QPushButton, QSizePolicy, QToolButton, QWidget)
 
+from advgui.core.eps import parse_eps
+
+
+def plain(label: QLabel) -> QLabel:
+    """Make ``label`` show its text literally, whatever it contains."""
+    label.setTextFormat(Qt.TextFormat.PlainText)
+    return label
+
+
+class ElidedLabel(QLabel):
+    """A one-line plain-text label that elides what does not fit and shows the whole text as its tooltip, so
+    long class or file names never push a layout wider than the window."""
+
+    def __init__(self, text: str = "", parent: Optional[QWidget] = None,
+                 mode: Qt.TextElideMode = Qt.TextElideMode.ElideRight) -> None:
+        super().__init__(parent)
+        self.setTextFormat(Qt.TextFormat.PlainText)
+        self.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+        self.setMinimumWidth(20)
+        self._full = ""
+        self._mode = mode
+        self.setText(text)
+
+    def setText(self, text: str) -> None:  # noqa: N802 - Qt API
+        self._full = str(text)
+        self._refit()
+
+    def full_text(self) -> str:
+        return self._full
+
+    def is_elided(self) -> bool:
+        return super().text() != self._full
+
+    def resizeEvent(self, ev) -> None:  # noqa: N802
+        super().resizeEvent(ev)
+        self._refit()
+
+    def minimumSizeHint(self) -> QSize:  # noqa: N802
+        return QSize(20, super().minimumSizeHint().height())
+
+    def sizeHint(self) -> QSize:  # noqa: N802
+        fm = self.fontMetrics()
+        return QSize(fm.horizontalAdvance(self._full) + 4, super().sizeHint().height())
+
+    def _refit(self) -> None:
+        width = max(10, self.width() - 2)
+        shown = self.fontMetrics().elidedText(self._full, self._mode, width)
+        super().setText(shown)
+        self.setToolTip(self._full if shown != self._full else "")
 
 
 # -- error / info banner --------------------------------------------------------------------------------------
 
 class Banner(QFrame):
-    """A message strip at the top of the window: errors stay until closed, infos fade after a while."""
+    """A message strip at the top of the window: errors stay until closed, notices fade after a while.
+    A message may offer buttons (``actions``: (label, callback) pairs) that answer it in place."""
 
     def __init__(self, parent: Optional[QWidget] = None) -> None:
         super().__init__(parent)
@@ -23,10 +75,11 @@ class Banner(QFrame):
         lay = QHBoxLayout(self)
         lay.setContentsMargins(10, 6, 6, 6)
         self.icon = QLabel()
-        self.label = QLabel()
+        self.label = plain(QLabel())
         self.label.setWordWrap(True)
         self.label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.label.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
+        self.buttons = QHBoxLayout()
         close = QToolButton()
         close.setText("✕")
         close.setAutoRaise(True)
@@ -34,12 +87,16 @@ class Banner(QFrame):
         close.clicked.connect(self.hide)
         lay.addWidget(self.icon)
         lay.addWidget(self.label, 1)
+        lay.addLayout(self.buttons)
         lay.addWidget(close)
         self.messages: list[str] = []
         self.kind = ""
+        self._fade = QTimer(self)
+        self._fade.setSingleShot(True)
+        self._fade.timeout.connect(self.hide)
         self.hide()
 
-    def show_message(self, text: str, kind: str = "error") -> None:
+    def show_message(self, text: str, kind: str = "error", actions: Sequence[tuple[str, object]] = ()) -> None:
         self.messages.append(text)
         self.kind = kind
         colors = {"error": ("#fdecea", "#b3261e", "⚠"), "warning": ("#fff4e5", "#8a5300", "⚠"),
@@ -49,7 +106,33 @@ class Banner(QFrame):
                            f"#banner QLabel {{ color: {fg}; }}")
         self.icon.setText(icon)
         self.label.setText(text)
+        while self.buttons.count():
+            w = self.buttons.takeAt(0).widget()
+            if w is not None:
+                w.deleteLater()
+        for label, callback in actions:
+            b = QPushButton(label)
+            b.clicked.connect(self.hide)
+            b.clicked.connect(callback)
+            self.buttons.addWidget(b)
         self.show()
+        if kind == "info" and not actions:
+            self._fade.start(8000)
+        else:
+            self._fade.stop()
+
+    def action_labels(self) -> list[str]:
+        return [self.buttons.itemAt(i).widget().text() for i in range(self.buttons.count())
+                if self.buttons.itemAt(i).widget() is not None]
+
+    def click(self, label: str) -> None:
+        """Press the banner's button ``label`` (as a user would)."""
+        for i in range(self.buttons.count()):
+            w = self.buttons.itemAt(i).widget()
+            if isinstance(w, QPushButton) and w.text() == label:
+                w.click()
+                return
+        raise KeyError(label)
 
     @property
     def text(self) -> str:
@@ -59,19 +142,7 @@ class Banner(QFrame):
 # -- ε ------------------------------------------------------------------------------------------------------
 
 def parse_eps_text(text: str) -> float:
-    """``0.0314``, ``8/255`` -> float (core's parser when present)."""
-    try:
-        from advgui.core.eps import parse_eps
-    except ImportError:  # pragma: no cover - core module not installed
-        s = text.strip()
-        if "/" in s:
-            a, _, b = s.partition("/")
-            v = float(a) / float(b)
-        else:
-            v = float(s)
-        if not math.isfinite(v) or v < 0:
-            raise ValueError(text)
-        return v
+    """``0.0314``, ``8/255`` -> float (the core's parser: one way to read ε everywhere)."""
     return parse_eps(text)
 
 
@@ -107,12 +178,15 @@ class EpsEditor(QWidget):
         lay = QHBoxLayout(self)
         lay.setContentsMargins(0, 0, 0, 0)
         self.unit = EpsSpinBox()
+        wide = self.fontMetrics().horizontalAdvance("0.0000") + 34     # the text and the arrows
+        self.unit.setMinimumWidth(wide)
         self.unit.setDecimals(4)
         self.unit.setRange(0.0, 1.0)
         self.unit.setSingleStep(1 / 255)
         self.unit.setToolTip("ε in pixel units (images in 0–1). Fractions like 8/255 are accepted.")
         self.unit.setKeyboardTracking(False)
         self.b255 = QDoubleSpinBox()
+        self.b255.setMinimumWidth(wide)
         self.b255.setDecimals(2)
         self.b255.setRange(0.0, 255.0)
         self.b255.setSingleStep(1.0)
@@ -217,14 +291,25 @@ class ConfidenceBars(QWidget):
         items = [(n, round(float(p), 3), r) for n, p, r in list(items)[: self.rows]]
         if items != self.items:          # at 0.1% resolution: nothing visible changes otherwise
             self.items = items
+            # names are elided when painted: the tooltip has them whole
+            self.setToolTip("\n".join(f"{n}: {'–' if p != p else f'{100 * p:.1f}%'}" for n, p, _r in items))
             self.update()
+
+    def elided_names(self) -> list[str]:
+        """The names that do not fit and are shown shortened (all of them are in the tooltip)."""
+        fm = self.fontMetrics()
+        name_w = self._name_width(fm)
+        return [n for n, _p, _r in self.items if fm.horizontalAdvance(n) > name_w - 6]
+
+    def _name_width(self, fm) -> int:
+        return min(int(self.width() * 0.42), max((fm.horizontalAdvance(n) for n, _, _ in self.items), default=40) + 8)
 
     def sizeHint(self) -> QSize:  # noqa: N802
         h = self.fontMetrics().height()
         return QSize(200, int(self.rows * (h + 6)))
 
     def minimumSizeHint(self) -> QSize:  # noqa: N802
-        return QSize(100, self.sizeHint().height())
+        return QSize(70, self.sizeHint().height())
 
     def paintEvent(self, _ev) -> None:  # noqa: N802
         p = QPainter(self)
@@ -232,7 +317,7 @@ class ConfidenceBars(QWidget):
         fm = self.fontMetrics()
         h = fm.height() + 6
         w = self.width()
-        name_w = min(int(w * 0.42), max((fm.horizontalAdvance(n) for n, _, _ in self.items), default=40) + 8)
+        name_w = self._name_width(fm)
         pct_w = fm.horizontalAdvance("100.0%") + 6
         bar_w = max(10, w - name_w - pct_w)
         pal = self.palette()

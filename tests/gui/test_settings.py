@@ -1,64 +1,66 @@
-"""The last model, image folder, attack settings and window geometry survive a restart."""
+"""What the user set survives a restart — and a crash: settings are saved as they change, not only on Quit."""
 from __future__ import annotations
 
+import json
 import shutil
 
 import pytest
 
 
-def test_settings_survive_a_restart(qtbot, make_window, tmp_path):
+from .conftest import set_attack
+
+
+def test_settings_survive_a_kill(qtbot, make_window, isolated_settings, tmp_path):
     from advgui.core.models import resource_path
     folder = tmp_path / "mine"
     shutil.copytree(resource_path("demo_images") / "4", folder / "4")
     shutil.copytree(resource_path("demo_images") / "9", folder / "9")
     w = make_window()
-    with qtbot.waitSignal(w.previews_done, timeout=60_000):
-        w.open_images([str(folder)])
+    with qtbot.waitSignal(w.s.previews_done, timeout=60_000):
+        w.s.open_images([str(folder)])
+    set_attack(w, "mifgsm", eps=12 / 255, steps=33)
     ap = w.attack_panel
-    ap.attack.setCurrentIndex(ap.attack.findData("mifgsm"))
-    ap.eps.setValue(12 / 255)
-    ap.steps.setValue(33)
-    ap.decay.setValue(0.75)
-    ap.stop_on_success.setChecked(True)
+    ap.widgets["decay"].setValue(0.75)
+    ap.widgets["stop_on_success"].setChecked(True)
     ap.targeted.setChecked(True)
     ap.target.setCurrentIndex(6)
-    w.explore.views.set_amplification(4)
-    w.images_panel.select(3)
-    w.resize(1200, 700)
-    qtbot.waitUntil(lambda: w.size().width() == 1200)
-    w.close()
+    ap.target.activated.emit(6)
+    ap.seed.setValue(7)
+    w.explore.views.amp.setValue(4)
+    w.images_panel.view.setCurrentIndex(w.images_panel.model.index(3))
+    # no Quit: whatever reached the disk within the save delay is what a kill -9 leaves
+    path = isolated_settings / "settings.json"
+    qtbot.waitUntil(lambda: path.exists() and json.loads(path.read_text()).get("attack", {}).get("seed") == 7, timeout=5000)
+    qtbot.waitUntil(lambda: json.loads(path.read_text()).get("images/index") == 3, timeout=5000)
+    saved = json.loads(path.read_text())
+    w.s.runner.shutdown()
+    w.hide()                                     # the window vanishes without closeEvent's save
 
     w2 = make_window()
-    ap2 = w2.attack_panel
-    assert ap2.attack.currentData() == "mifgsm"
-    assert ap2.eps.value() == pytest.approx(12 / 255, abs=1e-6)
-    assert ap2.steps.value() == 33 and ap2.decay.value() == pytest.approx(0.75)
-    assert ap2.stop_on_success.isChecked()
-    assert ap2.targeted.isChecked() and ap2.target_class() == 6
-    assert w2.images.paths == [str(folder)] and w2.images_panel.count() == 10
-    assert w2.images.image_set.labelled
-    assert w2.explore.clean.index == 3
+    ap2, a2 = w2.attack_panel, w2.s.attack
+    assert ap2.attack.currentData() == "mifgsm" and a2.eps == pytest.approx(12 / 255, abs=1e-6)
+    assert ap2.widgets["steps"].value() == 33 and ap2.widgets["decay"].value() == pytest.approx(0.75)
+    assert ap2.widgets["stop_on_success"].isChecked() and ap2.seed.value() == 7
+    assert ap2.targeted.isChecked() and a2.request().target == 6
+    assert w2.s.images.paths == [str(folder)] and w2.images_panel.count() == 10 and w2.s.images.labelled
+    assert w2.s.explore.clean.index == 3 and w2.images_panel.current() == 3
     assert w2.explore.views.amplification == 4
-    # restoreGeometry keeps a window on its screen: the offscreen screen is only 800 px wide, so the
-    # width comes back clamped (then held at the window's minimum); the height is restored as saved
-    screen_w = w2.screen().availableGeometry().width()
-    assert abs(w2.size().height() - 700) <= 8
-    assert abs(w2.size().width() - 1200) <= 8 or (screen_w < 1200 and w2.size().width() < 1200)
-    assert w2.model.request.spec == "demo"
+    assert saved["model"]["spec"] == "demo"
 
 
 def test_missing_last_model_falls_back_to_demo(qtbot, make_window, tmp_path):
-    from advgui.gui.settings import Settings
-    s = Settings()
-    s.set("model/spec", str(tmp_path / "gone.safetensors"))
+    from advgui.session import SettingsStore
+    s = SettingsStore()
+    s.set("model", {"spec": str(tmp_path / "gone.safetensors")})
     s.set("images/paths", [str(tmp_path / "no-such-folder")])
-    s.sync()
-    w = make_window(Settings())
-    assert w.model.request.spec == "demo"
-    assert w.banner.isVisible() and "gone.safetensors" in w.banner.messages[0]
+    s.flush()
+    w = make_window(SettingsStore())
+    assert w.s.model.request.spec == "demo" and w.s.images.paths == ["demo"]
+    assert w.banner.isVisible() and any("gone.safetensors" in m for m in w.banner.messages)
 
 
 def test_corrupt_settings_file_is_survivable(qtbot, make_window, isolated_settings):
-    (isolated_settings / "advgui.ini").write_text("[attack]\nstate={not json\n[window]\ngeometry=@ByteArray(zz)\n")
+    (isolated_settings / "settings.json").write_text('{"attack": {"eps": "x", "per_attack": [1]}, "window/state": 5,'
+                                                     ' "window/geometry": "@@@"}')
     w = make_window()
-    assert w.model is not None and w.attack_panel.attack.currentData() == "pgd"
+    assert w.s.model is not None and w.attack_panel.attack.currentData() == "pgd"

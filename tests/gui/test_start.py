@@ -9,20 +9,16 @@ import time
 
 def test_window_starts_on_demo(window):
     w = window
-    assert w.model is not None and w.model.request.spec == "demo"
-    assert w.model.summary["classes"] == 10
+    s = w.s
+    assert s.model is not None and s.model.request.spec == "demo"
+    assert w.model_panel.name.full_text() == "demo"
     assert "10 classes" in w.model_panel.summary.text() and "29,066 parameters" in w.model_panel.summary.text()
-    assert w.images is not None and w.images.paths == ["demo"]
-    assert w.images_panel.count() == len(w.images.image_set) == 50
-    assert "50 images" in w.images_panel.header.text()
-    # every thumbnail has its clean prediction, and the first image is on show
-    assert len(w.images_panel.model.preds) == 50
-    assert "pred" in w.images_panel.model.data(w.images_panel.model.index(0))
-    assert w.explore.clean is not None and w.explore.clean.index == 0
-    assert w.explore.views.orig.item.image is not None
-    # the attack panel is built from the core registry, and Run is ready
-    assert {"fgsm", "pgd"} <= set(w.attack_panel.registry)
-    assert w.attack_panel.run_btn.isEnabled()
+    assert w.images_panel.count() == len(s.images.image_set) == 50
+    assert w.images_panel.header.full_text().startswith("50 images")
+    assert "pred 0 (100%)" in w.images_panel.model.data(w.images_panel.model.index(0))
+    assert w.explore.views.orig.item.image is not None and w.images_panel.current() == 0
+    assert w.attack_panel.attack.count() >= 6 and w.attack_panel.run_btn.isEnabled()
+    assert w.attack_panel.attack.currentText() == "PGD"
     assert not w.banner.isVisible()
 
 
@@ -38,8 +34,26 @@ def test_first_paint_comes_before_torch(tmp_path):
     assert float(lines["first-paint"]) < 10.0   # the benchmark measures the real number (target 1 s)
 
 
-def test_add_tab_extends_the_window(window):
+def test_a_new_view_plugs_in_through_the_tab_list(make_window, monkeypatch):
     from PySide6.QtWidgets import QLabel
-    n = window.tabs.count()
-    i = window.add_tab(QLabel("more"), "Harden")
-    assert window.tabs.count() == n + 1 and window.tabs.tabText(i) == "Harden"
+
+    from advgui.gui import main_window
+
+    def factory(session):
+        lab = QLabel(f"{len(session.attack.registry)} attacks")
+        session.model_changed.connect(lambda _m: lab.setText(f"{len(session.attack.registry)} attacks"))
+        return lab
+
+    monkeypatch.setattr(main_window, "TABS", main_window.TABS + [("Mine", factory)])
+    w = make_window()
+    assert w.tabs.tabText(w.tabs.count() - 1) == "Mine"
+    assert w.tab["Mine"].text() == f"{len(w.s.attack.registry)} attacks"
+
+
+def test_unknown_window_option_is_an_error(capsys):
+    import pytest
+
+    from advgui.gui.app import _parse
+    with pytest.raises(SystemExit):
+        _parse(["--verison"])
+    assert "unrecognized arguments" in capsys.readouterr().err

@@ -1,5 +1,5 @@
-"""Presentation (demo) mode: full screen, large type, the three images with their confidence bars, and
-one key to attack the next image. It shows the same DisplayState as the Explore views."""
+"""Presentation mode: full screen, large type, the three images with their confidence bars, and one key to
+attack the next image. It shows the same DisplayState as the Explore views; every text is plain text."""
 from __future__ import annotations
 
 from typing import Optional
@@ -8,9 +8,10 @@ from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QColor, QFont, QKeyEvent, QPalette, QPixmap
 from PySide6.QtWidgets import QGridLayout, QLabel, QSizePolicy, QVBoxLayout, QWidget
 
-from .display import diff_rgb, fmt_prob, qimage, to_display, to_uint8
-from .views import DisplayState
-from .widgets import ConfidenceBars
+from advgui.session.display import DisplayState, fmt_prob
+
+from .display import diff_rgb, qimage, to_display, to_uint8
+from .widgets import ConfidenceBars, ElidedLabel
 
 
 class _Picture(QLabel):
@@ -41,11 +42,11 @@ class _Picture(QLabel):
                                        else Qt.TransformationMode.SmoothTransformation))
 
 
-class DemoWindow(QWidget):
+class PresentationWindow(QWidget):
     next_requested = Signal()
     closed = Signal()
 
-    TITLES = ("What the model sees", "After a tiny change", "The change (amplified)")
+    TITLES = ("What the model sees", "After a tiny change", "The change")
 
     def __init__(self, parent: Optional[QWidget] = None) -> None:
         super().__init__(parent, Qt.WindowType.Window)
@@ -66,15 +67,15 @@ class DemoWindow(QWidget):
         tf.setPointSizeF(base.pointSizeF() * 1.6)
         tf.setBold(True)
         self.title.setFont(tf)
-        self.subtitle = QLabel("")
+        self.subtitle = ElidedLabel("")
         self.subtitle.setStyleSheet("color: #9aa0a6;")
         lay.addWidget(self.title)
         lay.addWidget(self.subtitle)
         grid = QGridLayout()
         grid.setHorizontalSpacing(40)
         self.pictures = [_Picture() for _ in range(3)]
-        self.heads = [QLabel(t) for t in self.TITLES]
-        self.preds = [QLabel(" ") for _ in range(3)]
+        self.heads = [ElidedLabel(t) for t in self.TITLES]
+        self.preds = [ElidedLabel(" ") for _ in range(3)]
         self.bars = [ConfidenceBars(3) for _ in range(2)]
         pf = QFont(base)
         pf.setPointSizeF(base.pointSizeF() * 1.5)
@@ -91,7 +92,7 @@ class DemoWindow(QWidget):
             grid.setColumnStretch(c, 1)
         grid.addWidget(self.bars[0], 3, 0)
         grid.addWidget(self.bars[1], 3, 1)
-        self.diff_note = QLabel(" ")
+        self.diff_note = ElidedLabel(" ")
         self.diff_note.setAlignment(Qt.AlignmentFlag.AlignHCenter)
         self.diff_note.setStyleSheet("color: #9aa0a6;")
         grid.addWidget(self.diff_note, 3, 2)
@@ -115,6 +116,7 @@ class DemoWindow(QWidget):
             return
         self.pictures[0].set_array(to_uint8(to_display(st.clean)))
         self.preds[0].setText(f"“{st.clean_pred}”  {fmt_prob(st.clean_conf)}")
+        self.heads[2].setText("The change" + (f" (amplified ×{st.amplification:g})" if st.amplification > 1 else ""))
         self.bars[0].set_items(st.clean_top)
         if st.adv is None:
             self.pictures[1].set_array(None)
@@ -125,8 +127,8 @@ class DemoWindow(QWidget):
             self.diff_note.setText(" ")
             return
         self.pictures[1].set_array(to_uint8(to_display(st.adv)))
-        color = "#ef5350" if st.success else "#f1f3f4"
-        self.preds[1].setText(f"<span style='color:{color}'>“{st.adv_pred}”  {fmt_prob(st.adv_conf)}</span>")
+        self.preds[1].setStyleSheet(f"color: {'#ef5350' if st.success else '#f1f3f4'};")
+        self.preds[1].setText(f"“{st.adv_pred}”  {fmt_prob(st.adv_conf)}")
         self.bars[1].set_items(st.adv_top)
         diff = st.diff()
         self.pictures[2].set_array(diff_rgb(diff, st.limit255))

@@ -1,16 +1,90 @@
-"""Per-step histories of one attack run, for the live plots and the attack movie.
+"""The plain values that background jobs hand to the session, and the per-step history of one attack run.
 
-Plain numpy, no Qt: the worker sends one :class:`StepRecord` per attack step; the GUI appends it here
-and the plots draw slices of these preallocated arrays (grown by doubling, never per step).
+Plain numpy and dataclasses, no Qt, no torch at import: jobs build these from core objects in their thread;
+the session keeps them; views read them. The history keeps preallocated arrays (grown by doubling, never
+per step) that the plots draw slices of.
 Images are kept for the movie within a memory budget: when the budget is reached every other stored
 frame is dropped and only every 2nd, 4th, ... frame is kept from then on (the newest frame is always kept).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
+from pathlib import Path
+from typing import Any, Optional
 
 import numpy as np
+
+
+# -- requests ----------------------------------------------------------------------------------------------------
+
+@dataclass
+class ModelRequest:
+    """What to open as a model; mirrors :func:`advgui.core.models.load_model`'s arguments."""
+
+    spec: str = "demo"
+    weights: str = ""
+    labels: str = ""
+    device: str = "auto"
+    trust_code: bool = False        # TorchScript and pickles run code: only with the user's explicit trust
+    allow_download: bool = False    # pretrained torchvision weights: never downloaded without asking
+    input_size: int = 0             # for models that take any size (0: the model's own)
+
+    def describe(self) -> str:
+        return self.spec if not self.weights else f"{self.spec} + {Path(self.weights).name}"
+
+    def to_dict(self) -> dict:
+        # trust and download permission are never remembered: they are asked for each time
+        return {"spec": self.spec, "weights": self.weights, "labels": self.labels, "device": self.device,
+                "input_size": self.input_size}
+
+
+@dataclass
+class AttackRequest:
+    attack: str
+    params: dict
+    target: Optional[int] = None
+    seed: int = 0
+
+    @property
+    def eps(self) -> Optional[float]:
+        return self.params.get("eps")
+
+
+# -- results of jobs -----------------------------------------------------------------------------------------------
+
+@dataclass
+class LoadedModel:
+    request: ModelRequest
+    classifier: Any                 # advgui.core.models.Classifier (opaque to widgets)
+    summary: dict
+    class_names: list[str]
+    devices: dict[str, bool]
+    seconds: float
+
+
+@dataclass
+class OpenedImages:
+    paths: list[str]
+    image_set: Any                  # advgui.core.data.ImageSet
+    names: list[str]
+    labels: list[Optional[int]]
+    ignored: list[tuple[str, str]]  # files that are not images at all, with the reason
+    notes: list[str] = field(default_factory=list)   # about labels (folders that matched or not)
+
+    @property
+    def labelled(self) -> bool:
+        return bool(getattr(self.image_set, "labelled", False))
+
+
+@dataclass
+class Preview:
+    """An image's thumbnail and clean prediction (the Images list)."""
+
+    index: int
+    thumb: np.ndarray               # (H, W) or (H, W, 3) uint8
+    pred: int
+    conf: float
+    finite: bool = True
 
 
 class _TopK:
@@ -79,6 +153,20 @@ class FinalRecord:
     elapsed: float
     cancelled: bool
     adv8: Optional[np.ndarray] = None      # (C, H, W) uint8
+    adv: Optional[np.ndarray] = None       # (C, H, W) float32 in [0, 1]: the re-checked float result
+    topk_labels: Optional[np.ndarray] = None   # (k,) of the float result
+    topk_probs: Optional[np.ndarray] = None
+
+    @classmethod
+    def from_result(cls, r: Any, j: int = 0) -> "FinalRecord":
+        """Image ``j`` of a core AttackResult, as plain values."""
+        return cls(adv_pred=int(r.adv_pred[j]), adv_conf=float(r.adv_conf[j]), success=bool(r.success[j]),
+                   adv8_pred=int(r.adv8_pred[j]), success8=bool(r.success8[j]), linf=float(r.linf[j]),
+                   l2=float(r.l2[j]), first_success_step=int(r.first_success_step[j]),
+                   steps_run=int(r.steps_run), elapsed=float(r.elapsed), cancelled=bool(r.cancelled),
+                   adv8=r.adv8[j].numpy().copy(), adv=r.adv[j].numpy().astype(np.float32),
+                   topk_labels=np.asarray(r.adv_topk_labels[j]).copy(),
+                   topk_probs=np.asarray(r.adv_topk_probs[j], np.float64).copy())
 
 
 _SCALARS = ("step", "restart", "loss", "true_prob", "other_prob", "other_label", "success", "linf", "l2",
@@ -178,3 +266,55 @@ def other_class(topk_labels: np.ndarray, topk_probs: np.ndarray, true_label: int
         if int(lab) != int(true_label):
             return int(lab), float(p)
     return -1, float("nan")
+
+
+# -- a batch of the whole-set run -------------------------------------------------------------------------------
+
+@dataclass
+class BatchRows:
+    """One finished batch: the core BatchResult (kept for export) and the per-step curves of its images."""
+
+    batch: Any                       # advgui.core.runner.BatchResult
+    names: list[str]                 # relative paths of its images
+    # per-step curves of every image of the batch: (T, N)
+    loss: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
+    true_prob: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
+    other_prob: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
+    curve_success: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), bool))
+
+    def __len__(self) -> int:
+        return len(self.batch.indices)
+
+    @property
+    def indices(self) -> list[int]:
+        return self.batch.indices
+
+    @property
+    def label_sources(self) -> list[str]:
+        return self.batch.label_sources
+
+    @property
+    def result(self) -> Any:
+        return self.batch.result
+
+    @property
+    def labels(self) -> np.ndarray:
+        return self.batch.result.labels.numpy()
+
+    def first_flip(self, j: int) -> int:
+        col = self.curve_success[:, j] if self.curve_success.size else np.zeros(0, bool)
+        return int(np.argmax(col)) if col.any() else -1
+
+
+@dataclass
+class CompareRecord:
+    """Model B's answers on one image: clean, and (after a run) the attack's re-checked final result."""
+
+    index: int
+    clean: CleanRecord
+    request: Optional[AttackRequest] = None
+    adv: Optional[np.ndarray] = None          # (C, H, W) float32 in [0, 1]
+    final: Optional[FinalRecord] = None
+    topk_labels: Optional[np.ndarray] = None  # of the adversarial image
+    topk_probs: Optional[np.ndarray] = None
+    targeted: bool = False
