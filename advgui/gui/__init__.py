@@ -8,7 +8,7 @@ from __future__ import annotations
 import sys
 
 
-def _guard_none_refcount() -> None:
+def _guard_none_refcount(version: str | None = None) -> bool:
     """Work around a PySide6 6.12.0 reference-counting bug on Python < 3.12.
 
     In PySide6/shiboken6 6.12.0 every call of a C++ method returning ``void`` (``QLabel.setText``,
@@ -19,22 +19,25 @@ def _guard_none_refcount() -> None:
     zero after enough calls and the interpreter aborts with "Fatal Python error: none_dealloc" — a GUI
     that redraws 30 times a second dies within minutes. Raising ``None``'s count by 2**50 makes it
     effectively immortal, as it is on 3.12 (at a million void calls a second that lasts 35 years).
-    Only done for that combination; other versions are left alone.
+    Only done for that combination; other versions are left alone. Returns whether the guard was applied.
+    ``version`` stands in for shiboken6's version (tests).
     """
     if sys.version_info >= (3, 12):
-        return
-    try:
-        import shiboken6          # imported by PySide6 anyway; works in frozen builds too
-        ver = str(getattr(shiboken6, "__version__", ""))
-    except ImportError:
-        return
-    if not ver.startswith("6.12."):
-        return
+        return False
+    if version is None:
+        try:
+            import shiboken6          # imported by PySide6 anyway; works in frozen builds too
+            version = str(getattr(shiboken6, "__version__", ""))
+        except ImportError:
+            return False
+    if not version.startswith("6.12."):
+        return False
     import ctypes
     for singleton in (None, True, False):      # bool results leak the same way ("bool_dealloc")
         ref = ctypes.c_ssize_t.from_address(id(singleton))
         if ref.value < 2 ** 49:
             ref.value += 2 ** 50
+    return True
 
 
 _guard_none_refcount()

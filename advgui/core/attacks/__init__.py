@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from .base import Attack, AttackControl, AttackError, AttackResult, StepInfo, round_within_eps
+from .base import Attack, AttackError, AttackResult, StepInfo, round_within_eps
 from .apgd import APGD, APGDDLR, APGDT
 from .gradient import BIM, FGSM, MIFGSM, PGD
 from .minimal import CarliniWagnerL2, DeepFool
@@ -26,7 +26,7 @@ ALIASES = {"i-fgsm": "bim", "ifgsm": "bim", "mi-fgsm": "mifgsm", "mim": "mifgsm"
            "apgd-ce": "apgd", "apgdce": "apgd", "apgd_ce": "apgd", "apgddlr": "apgd-dlr", "apgd_dlr": "apgd-dlr",
            "apgdt": "apgd-t", "apgd_t": "apgd-t", "apgd-t-dlr": "apgd-t", "square-attack": "square"}
 
-__all__ = ["ATTACKS", "Attack", "AttackControl", "AttackError", "AttackResult", "StepInfo", "make_attack",
+__all__ = ["ATTACKS", "Attack", "AttackError", "AttackResult", "StepInfo", "make_attack",
            "attack_class", "round_within_eps"]
 
 

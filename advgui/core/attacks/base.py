@@ -19,7 +19,6 @@ from __future__ import annotations
 import abc
 import dataclasses
 import hashlib
-import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -84,66 +83,6 @@ def drive(steps: StepStream, observer: Optional[Observer] = None) -> "AttackResu
             info = steps.send(bool(observer(info)) if observer is not None else False)
     except StopIteration as stop:
         return stop.value
-
-
-class AttackControl:
-    """Pause / single-step / cancel for an attack running in another thread.
-
-    Use ``control.wrap(callback)`` as the observer: the attack calls it after every step; the wrapper
-    forwards the StepInfo, then blocks while paused and reports cancellation.
-    """
-
-    def __init__(self) -> None:
-        self._running = threading.Event()
-        self._running.set()
-        self._cancelled = threading.Event()
-        self._single_step = False
-        self._lock = threading.Lock()
-
-    def pause(self) -> None:
-        self._running.clear()
-
-    def resume(self) -> None:
-        with self._lock:
-            self._single_step = False
-        self._running.set()
-
-    def step(self) -> None:
-        """Let exactly one more step run, then pause again."""
-        with self._lock:
-            self._single_step = True
-        self._running.set()
-
-    def cancel(self) -> None:
-        self._cancelled.set()
-        self._running.set()
-
-    @property
-    def cancelled(self) -> bool:
-        return self._cancelled.is_set()
-
-    @property
-    def paused(self) -> bool:
-        return not self._running.is_set()
-
-    def checkpoint(self) -> bool:
-        """Block while paused; return True when the attack should stop."""
-        with self._lock:
-            if self._single_step:
-                self._single_step = False
-                self._running.clear()
-        while not self._running.wait(0.05):
-            if self._cancelled.is_set():
-                break
-        return self._cancelled.is_set()
-
-    def wrap(self, callback: Optional[Observer] = None) -> Observer:
-        def observer(info: StepInfo) -> bool:
-            if callback is not None and callback(info):
-                self.cancel()
-            return self.checkpoint()
-
-        return observer
 
 
 @dataclass
