@@ -147,11 +147,12 @@ class _FirstPaint(QObject):
 
 
 def _parse(argv: Sequence[str]) -> argparse.Namespace:
+    from advgui.cli import add_window_options       # one definition of the window's options
     ap = argparse.ArgumentParser(prog="advgui", description="Explore adversarial attacks on image classifiers.")
-    ap.add_argument("--autorun", nargs="?", const="run", default=os.environ.get("ADVGUI_AUTORUN", ""),
-                    help=argparse.SUPPRESS)
-    ap.add_argument("--reset-settings", action="store_true", help="forget the remembered model, images and layout")
+    add_window_options(ap)
     args = ap.parse_args(list(argv))
+    if args.autorun is None:
+        args.autorun = os.environ.get("ADVGUI_AUTORUN", "")
     if args.autorun in ("1", "true", "yes"):
         args.autorun = "run"
     return args
