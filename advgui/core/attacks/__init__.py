@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from .advgan import AdvGAN
 from .base import Attack, AttackControl, AttackError, AttackResult, StepInfo, round_within_eps
 from .gradient import BIM, FGSM, MIFGSM, PGD
 from .minimal import CarliniWagnerL2, DeepFool
@@ -12,6 +13,7 @@ ATTACKS: dict[str, type[Attack]] = {
     "bim": BIM,
     "pgd": PGD,
     "mifgsm": MIFGSM,
+    "advgan": AdvGAN,
     "deepfool": DeepFool,
     "cw": CarliniWagnerL2,
 }
