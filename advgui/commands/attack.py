@@ -28,9 +28,11 @@ examples:
   advgui attack --model demo --images demo --attack deepfool                 (smallest perturbation)
   advgui attack --model demo --images demo --attack pgd --eps 0.2 --target 3 --stop-on-success
   advgui attack --model torchvision:resnet18 --weights resnet18.pth --images photos/ --attack fgsm --eps 2/255
+  advgui attack --model demo --images demo --attack advgan --generator G.safetensors --eps 0.2
 
 attacks: fgsm, bim, pgd, mifgsm (default norm linf), deepfool, cw (default norm l2; eps optional:
-without it they find the smallest perturbation they can, with it the result is also bounded by it).
+without it they find the smallest perturbation they can, with it the result is also bounded by it),
+advgan (one forward pass of a generator trained by 'advgui gan train'; --generator G.safetensors).
 
 output (--out DIR): clean/ and adv/ PNGs at the model's input size (names mirror the sources),
 adv_float/ with the exact float adversarial images (.npz), manifest.csv and manifest.json (one row per
@@ -50,7 +52,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--batch-size", type=int, default=64, metavar="B", help="images per batch (default: 64)")
     a = p.add_argument_group("attack")
     a.add_argument("--attack", default="pgd", metavar="NAME",
-                   help="fgsm, bim, pgd, mifgsm, deepfool, cw (default: pgd)")
+                   help="fgsm, bim, pgd, mifgsm, deepfool, cw, advgan (default: pgd)")
     a.add_argument("--eps", metavar="E",
                    help="perturbation budget in pixel units: 8/255 or 0.0314 (default 8/255 for L∞, 0.5 for L2; "
                         "none for deepfool/cw)")
@@ -60,6 +62,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     a.add_argument("--step-size", metavar="A", help="step size in pixel units (default: 2.5·eps/steps for PGD, "
                                                       "eps/steps for BIM and MI-FGSM)")
     a.add_argument("--target", metavar="CLASS", help="targeted attack towards this class (index or name)")
+    a.add_argument("--generator", metavar="G.safetensors",
+                   help="advgan: the generator trained by 'advgui gan train' (its ε is the default --eps)")
     a.add_argument("--restarts", type=int, metavar="R", help="PGD: random restarts, best kept per image (default 1)")
     a.add_argument("--stop-on-success", action="store_true",
                    help="stop attacking an image as soon as it fools the model (saves time, smaller perturbations)")
@@ -118,13 +122,13 @@ def build_attack(args: argparse.Namespace):
             raise CliError(f"{flag}: {e}") from None
 
     eps = value("--eps", args.eps)
-    if eps is None and not cls.minimal_norm and "eps" in fields:
+    if eps is None and not cls.minimal_norm and "eps" in fields and fields["eps"].default is not None:
         eps = 8 / 255 if (norm or fields["norm"].default if "norm" in fields else "linf") == "linf" else 0.5
     step_size = value("--step-size", args.step_size)
     params: dict[str, Any] = dict(eps=eps, norm=norm, steps=args.steps, step_size=step_size,
                                   restarts=args.restarts, decay=args.decay, overshoot=args.overshoot,
                                   c=args.c, binary_steps=args.binary_steps, confidence=args.confidence,
-                                  lr=args.lr)
+                                  lr=args.lr, generator=args.generator)
     if args.stop_on_success:
         if "stop_on_success" not in fields:
             raise CliError(f"--stop-on-success does not apply to {cls.name}")
