@@ -434,3 +434,18 @@ def test_error_codes_are_documented():
     codes = set(re.findall(r'code="([a-z-]+)"', src)) | {"generator"}
     missing = [c for c in sorted(codes) if f"`{c}`" not in text]
     assert not missing, f"add these codes to docs/errors.md: {missing}"
+
+
+@pytest.mark.slow
+def test_the_default_generator_keeps_its_promise_on_held_out_digits(demo, tmp_path):
+    """docs/benchmarks.md: against demo at ε = 0.2 L∞, ≥ 90% success after 8-bit rounding on the test split
+    (never seen by G or by demo), through the attack harness; transfer to demo-robust stays low."""
+    r = gan.train_generator_on(demo, load_gan_data("demo-digits", demo), GanConfig(eps=0.2))
+    p = tmp_path / "G.safetensors"
+    save_generator(r.generator, p, classifier=demo, result=r)
+    xt, yt = digits_dataset("test")
+    attack = make_attack("advgan", generator=str(p))
+    res = attack.run(demo, xt.float() / 255, yt)
+    robust = attack.run(load_model("demo-robust", device="cpu"), xt.float() / 255, yt)
+    assert res.success_rate8 >= 0.90, res.success_rate8
+    assert robust.success_rate8 <= 0.5, robust.success_rate8

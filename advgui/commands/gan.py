@@ -7,6 +7,7 @@ from pathlib import Path
 
 from .common import add_model_options, load_model_from_args
 from .eval import SigintCancel, _eps, _positive_int
+from .train import _pct
 
 DESCRIPTION = """\
 Train an AdvGAN generator (Xiao et al., IJCAI 2018) against a model. Once trained, it makes an
@@ -88,10 +89,6 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     o.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show full tracebacks on errors")
     p.set_defaults(func=run_train)
     return top
-
-
-def _pct(v: float) -> str:
-    return "  n/a" if v != v else f"{100 * v:5.1f}%"
 
 
 def run_train(args: argparse.Namespace) -> int:

@@ -54,6 +54,7 @@ from .attacks.norms import project
 from .errors import UserError
 from .evaluate import Cancel, is_cancelled
 from .fileio import FileProblem, atomic_write_text, atomic_write_with, check_regular_file
+from .training import _finite   # NaN/inf -> null for strict JSON
 
 GENERATOR_FORMAT = "advgui-generator-1"
 CHECKPOINT_FORMAT = "advgui-gan-checkpoint-1"
@@ -573,16 +574,6 @@ def sidecar_path(out: str | os.PathLike) -> Path:
     p = Path(out)
     stem = p.name[: -len(p.suffix)] if p.suffix else p.name
     return p.with_name(stem + ".json")
-
-
-def _finite(v: Any) -> Any:
-    if isinstance(v, float) and not math.isfinite(v):
-        return None
-    if isinstance(v, dict):
-        return {k: _finite(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_finite(x) for x in v]
-    return v
 
 
 def _unfinite(v: Any) -> Any:
