@@ -31,8 +31,7 @@ examples:
   advgui attack --model demo --images demo --attack advgan --generator G.safetensors --eps 0.2
 
 attacks: fgsm, bim, pgd, mifgsm (default norm linf), deepfool, cw (default norm l2; eps optional:
-without it they find the smallest perturbation they can, with it the result is also bounded by it),
-advgan (one forward pass of a generator trained by 'advgui gan train'; --generator G.safetensors).
+without it they find the smallest perturbation they can, with it the result is also bounded by it).
 
 output (--out DIR): clean/ and adv/ PNGs at the model's input size (names mirror the sources),
 adv_float/ with the exact float adversarial images (.npz), manifest.csv and manifest.json (one row per
@@ -63,7 +62,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                                                       "eps/steps for BIM and MI-FGSM)")
     a.add_argument("--target", metavar="CLASS", help="targeted attack towards this class (index or name)")
     a.add_argument("--generator", metavar="G.safetensors",
-                   help="advgan: the generator trained by 'advgui gan train' (its ε is the default --eps)")
+                   help="advgan: a generator trained by 'advgui gan train' (one forward pass per image); its ε and "
+                        "norm are the defaults, and one made for other images or another ε is refused")
     a.add_argument("--restarts", type=int, metavar="R", help="PGD: random restarts, best kept per image (default 1)")
     a.add_argument("--stop-on-success", action="store_true",
                    help="stop attacking an image as soon as it fools the model (saves time, smaller perturbations)")
