@@ -39,8 +39,8 @@ def one_thread():
 
 
 @pytest.fixture(scope="module")
-def demo():
-    return load_model("demo", device="cpu")
+def demo(demo_model):
+    return demo_model
 
 
 @pytest.fixture(scope="module")
