@@ -258,7 +258,7 @@ def test_attack_runs_in_one_pass_within_the_bound(tiny_g, demo, val_set):
     path, r = tiny_g
     x, y = val_set[0].float() / 255, val_set[1]
     attack = make_attack("advgan", generator=str(path))
-    assert attack.eps == pytest.approx(0.3) and attack.norm == "linf"
+    assert attack.eps == pytest.approx(0.3) and attack.norm == "linf" and attack.needs_generator
     steps = []
     res = attack.run(demo, x, y, observer=steps.append)
     assert res.steps_run == 1 and res.n_backward == 0

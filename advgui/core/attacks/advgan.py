@@ -27,6 +27,7 @@ class AdvGAN(_MarginTelemetry, Attack):
 
     name: ClassVar[str] = "advgan"
     norms: ClassVar[tuple[str, ...]] = ("linf", "l2")
+    needs_generator: ClassVar[bool] = True   # a front end must ask for the ``generator`` file first
 
     generator: Optional[str] = None
     eps: Optional[float] = None
