@@ -32,6 +32,7 @@ examples:
   advgui attack --model timm:resnet18 --weights model.safetensors --images photos/ --attack pgd
   advgui attack --model hf:vit-folder/ --images photos/ --attack pgd           (Hugging Face save_pretrained)
   advgui attack --model net.onnx --input-size 224 --images photos/ --attack pgd
+  advgui attack --model demo --images demo --attack advgan --generator G.safetensors --eps 0.2
 
 attacks: fgsm, bim, pgd, mifgsm (default norm linf), deepfool, cw (default norm l2; eps optional:
 without it they find the smallest perturbation they can, with it the result is also bounded by it),
@@ -61,7 +62,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--batch-size", type=int, default=64, metavar="B", help="images per batch (default: 64)")
     a = p.add_argument_group("attack")
     a.add_argument("--attack", default="pgd", metavar="NAME",
-                   help="fgsm, bim, pgd, mifgsm, deepfool, cw, apgd, apgd-dlr, apgd-t, square (default: pgd)")
+                   help="fgsm, bim, pgd, mifgsm, deepfool, cw, apgd, apgd-dlr, apgd-t, square, advgan (default: pgd)")
     a.add_argument("--eps", metavar="E",
                    help="perturbation budget in pixel units: 8/255 or 0.0314 (default 8/255 for L∞, 0.5 for L2; "
                         "none for deepfool/cw)")
@@ -71,6 +72,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     a.add_argument("--step-size", metavar="A", help="step size in pixel units (default: 2.5·eps/steps for PGD, "
                                                       "eps/steps for BIM and MI-FGSM)")
     a.add_argument("--target", metavar="CLASS", help="targeted attack towards this class (index or name)")
+    a.add_argument("--generator", metavar="G.safetensors",
+                   help="advgan: a generator trained by 'advgui gan train' (one forward pass per image); its ε and "
+                        "norm are the defaults, and one made for other images or another ε is refused")
     a.add_argument("--restarts", type=int, metavar="R", help="PGD: random restarts, best kept per image (default 1)")
     a.add_argument("--stop-on-success", action="store_true", default=None,
                    help="stop attacking an image as soon as it fools the model (saves time, smaller perturbations; "
@@ -140,13 +144,14 @@ def build_attack(args: argparse.Namespace):
             raise CliError(f"{flag}: {e}") from None
 
     eps = value("--eps", args.eps)
-    if eps is None and not cls.minimal_norm and "eps" in fields:
+    if eps is None and not cls.minimal_norm and "eps" in fields and fields["eps"].default is not None:
         eps = 8 / 255 if (norm or fields["norm"].default if "norm" in fields else "linf") == "linf" else 0.5
     step_size = value("--step-size", args.step_size)
     params: dict[str, Any] = dict(eps=eps, norm=norm, steps=args.steps, step_size=step_size,
                                   restarts=args.restarts, decay=args.decay, overshoot=args.overshoot,
                                   c=args.c, binary_steps=args.binary_steps, confidence=args.confidence,
-                                  lr=args.lr, queries=args.queries, n_targets=args.n_targets, loss=args.loss)
+                                  lr=args.lr, queries=args.queries, n_targets=args.n_targets, loss=args.loss,
+                                  generator=args.generator)
     if args.stop_on_success is not None:
         if "stop_on_success" not in fields:
             raise CliError(f"--{'' if args.stop_on_success else 'no-'}stop-on-success does not apply to {cls.name}")

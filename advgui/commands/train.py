@@ -17,6 +17,10 @@ methods:
   fgsm-rs  fast adversarial training (Wong et al. 2020): random start plus one FGSM step of 1.25·ε;
            about --steps times cheaper than pgd, but prone to catastrophic overfitting (watched below).
   clean    plain training, the baseline.
+  advgan   GAN adversarial training (the game of AdvGAN, Xiao et al. 2018): a generator learns, one step
+           per batch, to fool the model within ε while the model learns from the generator's images.
+           One generator pass per batch instead of --steps gradient steps: cheap, but it only hardens
+           against what the generator finds (compare its PGD column with pgd training's).
 
 ε ramps up linearly over the first --ramp-epochs (default: a third of the epochs), because PGD training
 at full ε from the start can stall on a small set. The model starts from the weights of --model
@@ -62,7 +66,7 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     g.add_argument("--val-max", type=_positive_int, default=d.val_max, metavar="N",
                    help=f"validate on at most N images (default: {d.val_max})")
     t = p.add_argument_group("training")
-    t.add_argument("--method", choices=["pgd", "fgsm-rs", "clean"], default="pgd", help="(default: pgd)")
+    t.add_argument("--method", choices=["pgd", "fgsm-rs", "clean", "advgan"], default="pgd", help="(default: pgd)")
     t.add_argument("--eps", type=_eps, default=None, metavar="E",
                    help="training budget in pixel units, e.g. 0.1 or 8/255 (default 8/255; not used by clean)")
     t.add_argument("--norm", choices=["linf", "l2"], default="linf", help="threat model (default: linf)")

@@ -373,6 +373,17 @@ def _reinit(net: nn.Module, seed: int) -> None:
                 m.reset_parameters()
 
 
+METHODS = (*METHODS, "advgan")     # GAN adversarial training: see gan_adversary
+
+
+def gan_adversary(model: Classifier, images: torch.Tensor, cfg: TrainConfig):
+    """The adversary of ``method="advgan"``: an AdvGAN generator and discriminator that start untrained and
+    learn, one step per batch, against the classifier as it trains (Xiao et al. 2018, §3.3)."""
+    from .gan import GanAdversary
+    return GanAdversary(int(images.shape[1]), (int(images.shape[2]), int(images.shape[3])), cfg.eps, cfg.norm,
+                        seed=cfg.seed, device=_device(model))
+
+
 def train(classifier: Classifier, images: torch.Tensor, labels: torch.Tensor, config: Optional[TrainConfig] = None,
           *, val: Optional[tuple[torch.Tensor, torch.Tensor]] = None,
           on_batch: Optional[Callable[[BatchInfo], Optional[bool]]] = None,
@@ -423,6 +434,7 @@ def train(classifier: Classifier, images: torch.Tensor, labels: torch.Tensor, co
     it = 0
     eps_t = 0.0
     lr_t = cfg.lr
+    gan = gan_adversary(model, x_all, cfg) if cfg.method == "advgan" else None
 
     def stop_requested() -> bool:
         return is_cancelled(cancel)
@@ -447,8 +459,11 @@ def train(classifier: Classifier, images: torch.Tensor, labels: torch.Tensor, co
             lr_t = cfg.lr if cfg.schedule == "constant" else 0.5 * cfg.lr * (1 + math.cos(math.pi * it / total_iters))
             for gparam in opt.param_groups:
                 gparam["lr"] = lr_t
-            xin = perturb(model, xb, yb, method=cfg.method, eps=eps_t, norm=cfg.norm, steps=cfg.pgd_steps,
-                          step_size=cfg.pgd_step_size, fgsm_step=cfg.fgsm_step, gen=gen)
+            if gan is not None:
+                xin = gan(model, xb, yb, eps_t)
+            else:
+                xin = perturb(model, xb, yb, method=cfg.method, eps=eps_t, norm=cfg.norm, steps=cfg.pgd_steps,
+                              step_size=cfg.pgd_step_size, fgsm_step=cfg.fgsm_step, gen=gen)
             model.train()
             logits = model(xin)
             loss = F.cross_entropy(logits, yb)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from .advgan import AdvGAN
 from .base import Attack, AttackError, AttackResult, StepInfo, round_within_eps
 from .apgd import APGD, APGDDLR, APGDT
 from .gradient import BIM, FGSM, MIFGSM, PGD
@@ -14,6 +15,7 @@ ATTACKS: dict[str, type[Attack]] = {
     "bim": BIM,
     "pgd": PGD,
     "mifgsm": MIFGSM,
+    "advgan": AdvGAN,
     "deepfool": DeepFool,
     "cw": CarliniWagnerL2,
     "apgd": APGD,
