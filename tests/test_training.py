@@ -314,3 +314,25 @@ def test_demo_robust_meets_its_promise_on_a_subset():
 @pytest.mark.slow
 def test_demo_robust_meets_its_promise():
     demo_robust_promise(None)
+
+
+def test_train_compare_writes_both_models_curves(tmp_path, capsys):
+    """advgui train --compare: the harden-and-compare pipeline of the window's Harden tab, headless."""
+    import json
+
+    from advgui.cli import main
+    from advgui.core.models import resource_path
+    out = tmp_path / "r.safetensors"
+    rc = main(["train", "--model", "demo", "--data", str(resource_path("demo_images")), "--val-fraction", "0.4",
+               "--method", "fgsm-rs", "--eps", "0.1", "--epochs", "1", "--val-steps", "2", "--out", str(out),
+               "--compare", "--compare-max", "12", "--quiet"])
+    assert rc == 0
+    doc = json.loads((tmp_path / "r.compare.json").read_text(encoding="utf-8"))
+    assert doc["format"] == "advgui-compare-1" and doc["n"] == 12
+    assert doc["eps"] == pytest.approx([0, 0.05, 0.1, 0.15, 0.2])
+    for m in ("start", "trained"):
+        worst = doc[m]["worst"]
+        assert len(worst) == 5 and all(a >= b - 1e-9 for a, b in zip(worst, worst[1:]))    # never rises with ε
+        assert worst[0] == pytest.approx(doc[m]["clean"])
+    text = capsys.readouterr().out
+    assert "worst-case accuracy on 12 validation images" in text and "r.compare.json" in text

@@ -95,6 +95,12 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     o = p.add_argument_group("output")
     o.add_argument("--out", required=True, type=Path, metavar="FILE.safetensors", help="where to save the weights")
     o.add_argument("--quiet", action="store_true", help="no progress bar (epoch lines are still printed)")
+    o.add_argument("--compare", action="store_true",
+                   help="after training, measure the starting and the trained model on the same validation images "
+                        "(worst case of FGSM and PGD at 0, 0.5, 1, 1.5 and 2 × the validation ε, as the window's "
+                        "Harden tab does): prints a table and writes FILE.compare.json")
+    o.add_argument("--compare-max", type=_positive_int, default=200, metavar="N",
+                   help="--compare on at most N validation images, a fixed random subset (default: 200)")
     p.set_defaults(func=run)
     return p
 
@@ -215,6 +221,48 @@ def run(args: argparse.Namespace) -> int:
         print(f"advgui train: interrupted; saved the weights as they were after the last finished batch to "
               f"{paths['weights']}, not to {out}" + (" (left as it was)" if out.exists() else ""), file=sys.stderr)
         return 130
+    if args.compare:
+        return _compare(args, clf, result, data, val, Path(paths["weights"]))
+    return 0
+
+
+def _compare(args: argparse.Namespace, clf, result, data, val, weights: Path) -> int:
+    """``--compare``: both models' robustness on the same validation images (core.harden.compare_robustness)."""
+    import json
+
+    from ..core.fileio import atomic_write_text
+    from ..core.harden import compare_robustness, eval_eps, model_name, subset_indices
+    from ..core.training import split_holdout
+    cfg = result.config
+    if val is not None:
+        vx, vy = val.images, val.labels
+    else:           # the same stratified hold-out train_model validated on (same fraction, same seed)
+        _, (vx, vy) = split_holdout(data.images, data.labels, args.val_fraction, cfg.seed)
+    idx = subset_indices(len(vy), args.compare_max, cfg.seed)
+    vx, vy = vx[idx], vy[idx]
+    val_eps = cfg.val_eps if cfg.val_eps is not None else cfg.eps
+    eps = eval_eps(val_eps)
+    start = model_name(args.model)
+    print(f"comparing {start} and the trained model on {len(vy)} validation images at ε "
+          + ", ".join(f"{e:.3g}" for e in eps) + " (FGSM and PGD, worst case)…", file=sys.stderr)
+    with SigintCancel() as stop:
+        pair = compare_robustness(clf, result.classifier, vx, vy, eps=eps, steps=cfg.val_steps, seed=cfg.seed,
+                                  names=(start, "trained"), cancel=stop.event)
+    if pair is None:
+        print("advgui train: comparison interrupted (the weights are saved)", file=sys.stderr)
+        return 130
+    w = max(len(start), 7)
+    print(f"\n{'ε':>8}  {start:>{w}}  {'trained':>{w}}   (worst-case accuracy on {pair.n} validation images)")
+    for k, e in enumerate(pair.eps):
+        print(f"{e:8.4g}  {_pct(pair.start.worst[k]):>{w}}  {_pct(pair.trained.worst[k]):>{w}}")
+    for mc in (pair.start, pair.trained):
+        for warn in mc.warnings:
+            print(f"advgui train: warning ({mc.name}): {warn}", file=sys.stderr)
+    doc = {"format": "advgui-compare-1", "weights": str(weights), "start_model": args.model,
+           "train_eps": cfg.eps, "val_eps": val_eps, **pair.to_dict()}
+    path = weights.with_name(weights.name[: -len(".safetensors")] + ".compare.json")
+    atomic_write_text(path, json.dumps(doc, indent=1) + "\n")
+    print(f"wrote {path}")
     return 0
 
 
