@@ -43,8 +43,9 @@ class PanelScroll(QScrollArea):
     """A side panel that scrolls vertically on a short screen but is never cut horizontally: its minimum width
     follows the panel's (which changes with the chosen attack's form)."""
 
-    def __init__(self, panel: QWidget) -> None:
+    def __init__(self, panel: QWidget, full_height: bool = False) -> None:
         super().__init__()
+        self.full_height = full_height        # never shorter than the panel wants (the Model panel is small)
         self.setWidgetResizable(True)
         self.setFrameShape(QScrollArea.Shape.NoFrame)
         self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
@@ -58,7 +59,8 @@ class PanelScroll(QScrollArea):
 
     def minimumSizeHint(self) -> QSize:  # noqa: N802 - Qt API
         w = self.widget().minimumSizeHint().width() + self.verticalScrollBar().sizeHint().width() + 2
-        return QSize(max(240, w), 80)
+        h = min(320, self.widget().sizeHint().height() + 4) if self.full_height else 80
+        return QSize(max(240, w), h)
 
 
 def icon_path() -> Optional[Path]:
@@ -106,7 +108,7 @@ class MainWindow(QMainWindow):
         self.model_panel = ModelPanel(session)
         self.attack_panel = AttackPanel(session)
         self.images_panel = ImagesPanel(session)
-        self.model_dock = self._dock("Model", self.model_panel, Qt.DockWidgetArea.LeftDockWidgetArea)
+        self.model_dock = self._dock("Model", self.model_panel, Qt.DockWidgetArea.LeftDockWidgetArea, full_height=True)
         self.attack_dock = self._dock("Attack", self.attack_panel, Qt.DockWidgetArea.LeftDockWidgetArea)
         self.images_dock = self._dock("Images", self.images_panel, Qt.DockWidgetArea.RightDockWidgetArea, scroll=False)
         self.status_label = ElidedLabel("Starting…")
@@ -129,12 +131,13 @@ class MainWindow(QMainWindow):
         self._restore_window()
 
     # -- layout --------------------------------------------------------------------------------------------------
-    def _dock(self, title: str, w: QWidget, area: Qt.DockWidgetArea, scroll: bool = True) -> QDockWidget:
+    def _dock(self, title: str, w: QWidget, area: Qt.DockWidgetArea, scroll: bool = True,
+              full_height: bool = False) -> QDockWidget:
         d = QDockWidget(title, self)
         d.setObjectName(f"dock_{title.lower()}")
         d.setFeatures(QDockWidget.DockWidgetFeature.DockWidgetMovable | QDockWidget.DockWidgetFeature.DockWidgetFloatable)
         if scroll:
-            d.setWidget(PanelScroll(w))
+            d.setWidget(PanelScroll(w, full_height))
         else:
             w.setMinimumWidth(200)
             d.setWidget(w)
@@ -232,10 +235,6 @@ class MainWindow(QMainWindow):
 
     def start(self) -> None:
         """Called once the window is on screen: build the views and let the session load."""
-        if getattr(self, "_first_start", False):
-            # the Model panel as tall as it needs, the Attack panel gets the rest (once the window has its size)
-            self.resizeDocks([self.model_dock, self.attack_dock], [self.model_panel.sizeHint().height() + 30,
-                                                                   self.height()], Qt.Orientation.Vertical)
         self.build_explore()
         self.s.start()
 
