@@ -13,7 +13,7 @@ from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout
 from advgui.session import Session
 from advgui.session.attack_settings import NORM_NAMES, FieldSpec
 
-from .widgets import EpsEditor, plain
+from .widgets import EpsEditor, PanelScroll, plain
 
 
 class AttackPanel(QWidget):
@@ -21,8 +21,12 @@ class AttackPanel(QWidget):
         super().__init__(parent)
         self.s = session
         self.a = session.attack
-        lay = QVBoxLayout(self)
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(0, 0, 0, 6)
+        inner = QWidget()
+        lay = QVBoxLayout(inner)
         lay.setContentsMargins(6, 6, 6, 6)
+        outer.addWidget(PanelScroll(inner), 1)    # the form scrolls on a short screen; the buttons stay put
         form = QFormLayout()
         form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
         self.form = form
@@ -71,11 +75,15 @@ class AttackPanel(QWidget):
         self.stop_btn.setMinimumWidth(10)
         self.stop_btn.setToolTip("Stop and keep the best result so far (Esc)")
         btns = QHBoxLayout()
+        btns.setContentsMargins(6, 0, 6, 0)
         for b in (self.pause_btn, self.step_btn, self.stop_btn):
             btns.addWidget(b)
-        lay.addWidget(self.run_btn)
-        lay.addLayout(btns)
         lay.addStretch(1)
+        run_row = QHBoxLayout()
+        run_row.setContentsMargins(6, 0, 6, 0)
+        run_row.addWidget(self.run_btn)
+        outer.addLayout(run_row)
+        outer.addLayout(btns)
         self.widgets: dict[str, QWidget] = {}
         self._building = False
         ex = session.explore

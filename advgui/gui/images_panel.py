@@ -93,6 +93,7 @@ class ImagesPanel(QWidget):
     def __init__(self, session: Session, parent: Optional[QWidget] = None) -> None:
         super().__init__(parent)
         self.s = session
+        self.setMinimumWidth(200)
         lay = QVBoxLayout(self)
         lay.setContentsMargins(6, 6, 6, 6)
         row = QHBoxLayout()

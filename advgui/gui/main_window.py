@@ -11,14 +11,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from PySide6.QtCore import QByteArray, QEvent, QSize, Qt, QTimer
+from PySide6.QtCore import QByteArray, Qt, QTimer
 from PySide6.QtGui import QAction, QCloseEvent, QDragEnterEvent, QDropEvent, QGuiApplication, QIcon, QKeySequence
-from PySide6.QtWidgets import (QDockWidget, QFileDialog, QLabel, QMainWindow, QMessageBox, QProgressBar, QScrollArea,
+from PySide6.QtWidgets import (QDockWidget, QFileDialog, QLabel, QMainWindow, QMessageBox, QProgressBar,
                                QTabWidget, QToolBar, QVBoxLayout, QWidget)
 
 from advgui.session import Message, Session
 
-from .widgets import Banner, ElidedLabel
+from .widgets import Banner, ElidedLabel, PanelScroll
 
 MODEL_SUFFIXES = {".pt", ".pth", ".ts", ".torchscript", ".safetensors", ".pkl", ".bin", ".onnx"}
 APP_TITLE = "advgui — adversarial attack explorer"
@@ -37,30 +37,6 @@ def _harden_tab(s: Session) -> QWidget:
 
 # (title, factory): the tabs after Explore. A new view adds itself here.
 TABS: list[tuple[str, Callable[[Session], QWidget]]] = [("Batch", _batch_tab), ("Harden", _harden_tab)]
-
-
-class PanelScroll(QScrollArea):
-    """A side panel that scrolls vertically on a short screen but is never cut horizontally: its minimum width
-    follows the panel's (which changes with the chosen attack's form)."""
-
-    def __init__(self, panel: QWidget, full_height: bool = False) -> None:
-        super().__init__()
-        self.full_height = full_height        # never shorter than the panel wants (the Model panel is small)
-        self.setWidgetResizable(True)
-        self.setFrameShape(QScrollArea.Shape.NoFrame)
-        self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
-        self.setWidget(panel)
-        panel.installEventFilter(self)
-
-    def eventFilter(self, obj: Any, ev: Any) -> bool:  # noqa: N802 - Qt API
-        if ev.type() == QEvent.Type.LayoutRequest:
-            self.updateGeometry()            # the panel's minimum width may have changed: the dock follows
-        return False
-
-    def minimumSizeHint(self) -> QSize:  # noqa: N802 - Qt API
-        w = self.widget().minimumSizeHint().width() + self.verticalScrollBar().sizeHint().width() + 2
-        h = min(320, self.widget().sizeHint().height() + 4) if self.full_height else 80
-        return QSize(max(240, w), h)
 
 
 def icon_path() -> Optional[Path]:
@@ -109,7 +85,7 @@ class MainWindow(QMainWindow):
         self.attack_panel = AttackPanel(session)
         self.images_panel = ImagesPanel(session)
         self.model_dock = self._dock("Model", self.model_panel, Qt.DockWidgetArea.LeftDockWidgetArea, full_height=True)
-        self.attack_dock = self._dock("Attack", self.attack_panel, Qt.DockWidgetArea.LeftDockWidgetArea)
+        self.attack_dock = self._dock("Attack", self.attack_panel, Qt.DockWidgetArea.LeftDockWidgetArea, scroll=False)
         self.images_dock = self._dock("Images", self.images_panel, Qt.DockWidgetArea.RightDockWidgetArea, scroll=False)
         self.status_label = ElidedLabel("Starting…")
         self.busy = QProgressBar()
@@ -139,7 +115,6 @@ class MainWindow(QMainWindow):
         if scroll:
             d.setWidget(PanelScroll(w, full_height))
         else:
-            w.setMinimumWidth(200)
             d.setWidget(w)
         self.addDockWidget(area, d)
         for sig in (d.dockLocationChanged, d.topLevelChanged, d.visibilityChanged):

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 from typing import Optional, Sequence
 
-from PySide6.QtCore import QRectF, QSize, Qt, QTimer, Signal
+from PySide6.QtCore import QEvent, QRectF, QSize, Qt, QTimer, Signal
 from PySide6.QtGui import QColor, QFont, QLinearGradient, QPainter, QPalette, QValidator
 from PySide6.QtWidgets import (QDoubleSpinBox, QFileDialog, QFrame, QHBoxLayout, QLabel, QLineEdit,
-                               QPushButton, QSizePolicy, QToolButton, QWidget)
+                               QPushButton, QScrollArea, QSizePolicy, QToolButton, QWidget)
 
 from advgui.core.eps import parse_eps
 
@@ -61,6 +61,30 @@ class ElidedLabel(QLabel):
         shown = self.fontMetrics().elidedText(self._full, self._mode, width)
         super().setText(shown)
         self.setToolTip(self._full if shown != self._full else "")
+
+
+class PanelScroll(QScrollArea):
+    """A side panel that scrolls vertically on a short screen but is never cut horizontally: its minimum width
+    follows the panel's (which changes with the chosen attack's form)."""
+
+    def __init__(self, panel: QWidget, full_height: bool = False) -> None:
+        super().__init__()
+        self.full_height = full_height        # never shorter than the panel wants (the Model panel is small)
+        self.setWidgetResizable(True)
+        self.setFrameShape(QScrollArea.Shape.NoFrame)
+        self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.setWidget(panel)
+        panel.installEventFilter(self)
+
+    def eventFilter(self, obj, ev) -> bool:  # noqa: N802 - Qt API
+        if ev.type() == QEvent.Type.LayoutRequest:
+            self.updateGeometry()            # the panel's minimum width may have changed: the dock follows
+        return False
+
+    def minimumSizeHint(self) -> QSize:  # noqa: N802 - Qt API
+        w = self.widget().minimumSizeHint().width() + self.verticalScrollBar().sizeHint().width() + 2
+        h = min(320, self.widget().sizeHint().height() + 4) if self.full_height else 80
+        return QSize(max(240, w), h)
 
 
 # -- error / info banner --------------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ import sys
 out_png = sys.argv[1] if len(sys.argv) > 1 else ""
 
 from PySide6.QtCore import QRect, QTimer  # noqa: E402
-from PySide6.QtWidgets import QAbstractButton, QComboBox, QLabel, QWidget  # noqa: E402
+from PySide6.QtWidgets import QAbstractButton, QComboBox, QLabel, QScrollArea, QWidget  # noqa: E402
 
 from advgui.gui.app import create_app, make_session, setup_process  # noqa: E402
 from advgui.gui.main_window import MainWindow  # noqa: E402
@@ -37,7 +37,7 @@ def check() -> None:
             # inside scroll areas (docks, the Harden tab) clipping is scrolling, not cutting
             anc, scrolled = w.parentWidget(), False
             while anc is not None and anc is not win:
-                if anc.metaObject().className() == "QScrollArea":
+                if isinstance(anc, QScrollArea):
                     scrolled = True
                 anc = anc.parentWidget()
             if not scrolled:
