@@ -22,6 +22,8 @@ through each, returning a :class:`DefenseReport` (one row per transform, one rec
 """
 from __future__ import annotations
 
+import abc
+
 import csv
 import io
 import json
@@ -50,7 +52,7 @@ class DefenseError(UserError):
 # -- transforms ---------------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
-class Transform:
+class Transform(abc.ABC):
     """An input transform. ``apply`` is the real transform (no gradient); subclasses say whether it is
     random and how the adaptive attack gets a gradient through it."""
 
@@ -58,12 +60,14 @@ class Transform:
     random: ClassVar[bool] = False
     adaptive_method: ClassVar[str] = "BPDA"
 
+    @abc.abstractmethod
     def apply(self, x: torch.Tensor, generator: Optional[torch.Generator] = None) -> torch.Tensor:
-        raise NotImplementedError
+        """The transform itself, on (N, C, H, W) images in [0, 1]."""
 
     @property
+    @abc.abstractmethod
     def spec(self) -> str:
-        raise NotImplementedError
+        """The transform as the command line writes it (``jpeg:75``)."""
 
     def describe(self) -> str:
         return self.spec

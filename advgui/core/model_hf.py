@@ -187,7 +187,7 @@ def open_hf(folder: Path, *, trust_code: bool = False) -> Opened:
             if not trust_code:
                 from .models import _pickle_refusal
                 raise _pickle_refusal(folder / "pytorch_model.bin", bad)
-            weights_only = False
+            weights_only = False   # trusted: the user passed trust_code for this folder
     pre = preprocessing(folder, config)
     transformers = require_extra("transformers", f"{folder} (a Hugging Face model)")
     # ignore_mismatched_sizes: transformers then reports the mis-shaped keys instead of raising without them;

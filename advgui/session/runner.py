@@ -109,6 +109,7 @@ class Runner:
         self._notify = notify
         self._events: queue.SimpleQueue = queue.SimpleQueue()
         self._pending = threading.Event()     # a notification is out and not yet drained
+        self._posted = threading.Event()      # something was posted (wakes wait())
         self._lock = threading.Lock()
         self._jobs: dict[str, Job] = {}
         self._all: set[Job] = set()
@@ -159,6 +160,7 @@ class Runner:
     # -- the worker thread -------------------------------------------------------------------------------------
     def _post(self, job: Job, kind: str, value: Any = None) -> None:
         self._events.put((job, kind, value))
+        self._posted.set()
         if self._notify is not None and not self._pending.is_set():
             self._pending.set()
             try:
@@ -216,6 +218,11 @@ class Runner:
                 log.exception("callback of background job %s (%s) failed", job.key, kind)
         return n
 
+    def wait_for_events(self, timeout: float) -> None:
+        """Block until a job posts an event (or ``timeout`` seconds); for headless consumers and tests."""
+        self._posted.wait(timeout)
+        self._posted.clear()
+
     def wait(self, job: Optional[Job] = None, timeout: float = 60.0) -> bool:
         """Drain events until ``job`` (or every job) has finished and been delivered; for headless use and
         tests. Returns False on timeout."""
@@ -227,9 +234,11 @@ class Runner:
                 self.drain()
                 if job is None or job not in self._all:
                     return True
-            if time.monotonic() > deadline:
+            left = deadline - time.monotonic()
+            if left <= 0:
                 return False
-            time.sleep(0.005)
+            self._posted.wait(min(left, 0.1))     # woken by the next event (a finished thread posts one)
+            self._posted.clear()
 
     def shutdown(self, timeout: float = 5.0) -> None:
         """Cancel every job and wait for its thread (window closing, end of a test)."""

@@ -15,7 +15,7 @@ def pump(session: Session, until, timeout: float = 60.0) -> None:
         session.runner.drain()
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {getattr(until, '__name__', until)}")
-        time.sleep(0.002)
+        session.runner.wait_for_events(0.05)
     session.runner.drain()
 
 
