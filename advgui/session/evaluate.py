@@ -94,11 +94,11 @@ class StageRow:
         return self.robust / self.n if self.n else float("nan")
 
     @classmethod
-    def from_stage(cls, index: int, st: Any, probe: bool = False) -> "StageRow":
-        """From the core's StageResult (or a probe's dict in ``checks.probes``)."""
+    def from_stage(cls, index: int, st: Any, probe: bool = False, n: int = 0) -> "StageRow":
+        """From the core's StageResult (or a probe's dict in ``checks.probes``, which needs ``n``)."""
         g = (lambda k, d=0: st.get(k, d)) if isinstance(st, dict) else (lambda k, d=0: getattr(st, k, d))
         return cls(index, str(g("label", "")), str(g("attack", "")), str(g("status", "done")), 1.0, int(g("robust")),
-                   int(g("n")), float(g("seconds", 0.0)), int(g("attacked")), int(g("fooled")),
+                   int(g("n") or n), float(g("seconds", 0.0)), int(g("attacked")), int(g("fooled")),
                    int(g("forward_images")), int(g("backward_images")), int(g("queries")), dict(g("params", {}) or {}),
                    probe, str(g("note", "")))
 
@@ -245,7 +245,7 @@ def evaluate_job(classifier: Any, image_set: Any, request: EvaluateRequest, mode
     arch = type(getattr(clf, "net", clf)).__name__
     card_fields = {"name": model_spec, "architecture": arch, "dataset": images_text}
     for k, d in enumerate(report.checks.get("probes", [])):
-        yield StageRow.from_stage(-1 - k, d, probe=True)
+        yield StageRow.from_stage(-1 - k, d, probe=True, n=report.n)
     return EvaluationResult(report, request, idx_all, image_set, model_name, card_fields)
 
 
