@@ -123,3 +123,28 @@ def test_a_softmax_model_gets_its_flag(qtbot, window, tmp_path):
     assert any(t.startswith("⚠ The model returns probabilities, not logits [probabilities]") for t in texts)
     assert tab.flags_title.text().startswith("Sanity checks: ") and tab.flags.isVisible()
     assert "probabilities" in tab.card_values()["advgui_warnings"]
+
+
+@pytest.mark.slow
+def test_harden_compares_with_the_quick_suite(qtbot, window):
+    w = window
+    tab = w.tab["Harden"]
+    w.tabs.setCurrentWidget(tab)
+    assert tab.compare.currentData() == "curves"            # the FGSM + PGD curves stay the default
+    tab.compare.setCurrentIndex(tab.compare.findData("quick"))
+    tab.method.setCurrentIndex(tab.method.findData("fgsm-rs"))
+    tab.epochs.setValue(1)
+    tab.max_images.setValue(128)
+    w.s.harden.request.eval_max = 30
+    w.s.harden.request.val_steps = 3
+    with qtbot.waitSignal(w.s.harden.finished, timeout=240_000) as fin:
+        qtbot.mouseClick(tab.train_btn, LEFT)
+    assert fin.args == [False] and w.s.harden.curves is None
+    pair = w.s.harden.suite
+    assert pair is not None and pair.suite == "quick" and pair.n == 30
+    text = tab.summary.text()
+    assert "Quick suite at ε 0.1 on 30 images" in text and text.count("95% interval") == 2
+    assert f"trained {100 * pair.trained.robust:.1f}%" in text
+    assert tab.plots.curve_lengths()["start"] == tab.plots.curve_lengths()["trained"] == 1
+    assert tab.plots.suite_bars.isVisible() and tab.plots.legend_texts()[0].startswith("demo (start): ")
+    assert tab.progress.format().startswith("finished")
