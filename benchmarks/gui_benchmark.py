@@ -3,6 +3,7 @@
     python benchmarks/gui_benchmark.py                 # everything, offscreen
     python benchmarks/gui_benchmark.py --only paint    # launch -> first paint only
     python benchmarks/gui_benchmark.py --only stall --seconds 8
+    python benchmarks/gui_benchmark.py --only evaluate      # the Evaluate tab: stalls, cancel, overhead
 
 Launch -> first paint: a fresh interpreter runs ``advgui.gui.app.main`` with ``ADVGUI_FIRST_PAINT=1``; the
 app prints the seconds from the launcher's timestamp (taken just before the process is spawned, so
@@ -12,9 +13,14 @@ then. Target: at most 1 s.
 GUI stall: in one process, the real main window runs an attack in a job of its session while a 10 ms QTimer
 on the GUI thread records how late each of its ticks fires. Lateness p99 target: at most 50 ms.
 Scenarios: a long single-image PGD on the demo digit (thousands of tiny steps: tests the 30 Hz redraw
-throttle and the movie's frame store), the whole demo set in the batch tab, and, when torchvision is
-installed, PGD on a ResNet-18 (random weights saved locally) at 224×224, where each step is heavy.
-Each runs with torch using all cores but one (the app's default) and with all cores.
+throttle and the movie's frame store), the whole demo set in the batch tab, the standard robustness suite in
+the Evaluate tab (demo-robust, ε 0.1: its stage table and headline update while APGD and Square run), and,
+when torchvision is installed, PGD on a ResNet-18 (random weights saved locally) at 224×224, where each step is
+heavy. Each runs with torch using all cores but one (the app's default) and with all cores.
+
+Evaluate also reports (``--only evaluate`` runs just this part): how long a cancel takes to come back with the
+finished stages (target 0.5 s), and the quick suite's wall time in the window against the same suite run
+headless (``run_suite``) in the same process, interleaved: the window's overhead.
 """
 from __future__ import annotations
 
@@ -91,7 +97,7 @@ def _wait(app, cond, timeout: float) -> bool:
     return True
 
 
-def stall(seconds: float, heavy: bool) -> list[dict]:
+def stall(seconds: float, heavy: bool, only_evaluate: bool = False) -> list[dict]:
     import torch
     from PySide6.QtWidgets import QApplication
 
@@ -144,10 +150,15 @@ def stall(seconds: float, heavy: bool) -> list[dict]:
     a.select("pgd")
     a.set_value("eps", 32 / 255)
     explore_running = lambda: s.explore.job is not None  # noqa: E731
-    a.set_value("steps", 100000)
-    measure("explore: PGD on a demo digit (live)", lambda: s.explore.run(3), explore_running, s.explore.stop)
-    a.set_value("steps", 60)
-    measure("batch: PGD-60 on the 50 demo digits", lambda: s.batch.run(16), lambda: s.batch.running, s.batch.stop)
+    if not only_evaluate:
+        a.set_value("steps", 100000)
+        measure("explore: PGD on a demo digit (live)", lambda: s.explore.run(3), explore_running, s.explore.stop)
+        a.set_value("steps", 60)
+        measure("batch: PGD-60 on the 50 demo digits", lambda: s.batch.run(16), lambda: s.batch.running,
+                s.batch.stop)
+    evaluate(app, s, w, ready, measure, torch)
+    if only_evaluate:
+        heavy = False
 
     if heavy:
         try:
@@ -174,9 +185,63 @@ def stall(seconds: float, heavy: bool) -> list[dict]:
     return results
 
 
+def evaluate(app, s, w, ready, measure, torch) -> None:
+    """The Evaluate tab's scenario, its cancel latency and the window's overhead over the headless suite."""
+    from advgui.core.suite import run_suite
+    from advgui.session import ModelRequest
+    from advgui.session.evaluate import EvaluateRequest
+    ready.clear()
+    s.load_model(ModelRequest(spec="demo-robust"))
+    if not _wait(app, lambda: ready, 120):
+        raise SystemExit("demo-robust did not load")
+    w.tabs.setCurrentWidget(w.tab["Evaluate"])
+    ev = s.evaluate
+    done: list = []
+    ev.finished.connect(done.append)
+    measure("evaluate: standard suite, demo-robust", lambda: ev.run(EvaluateRequest(suite="standard", eps=0.1)),
+            lambda: ev.running, ev.cancel)
+    cores = os.cpu_count() or 1
+    torch.set_num_threads(max(1, cores - 1))
+    # cancel: while a stage runs, how long until the report (finished stages kept) is back on the GUI thread
+    waits = []
+    for after in (1.0, 2.5, 4.0):
+        done.clear()
+        ev.run(EvaluateRequest(suite="standard", eps=0.1))
+        _wait(app, lambda: False, after)
+        t0 = time.perf_counter()
+        ev.cancel()
+        _wait(app, lambda: bool(done), 60)
+        waits.append(time.perf_counter() - t0)
+        rep = done[0].report
+        kept = sum(st.status == "done" for st in rep.stages)
+        print(f"  evaluate: cancel after {after:.1f} s came back in {1000 * waits[-1]:.0f} ms "
+              f"({kept} finished stage{'s' if kept != 1 else ''} kept, cancelled: {rep.cancelled})", flush=True)
+    print(f"  evaluate: worst cancel {1000 * max(waits):.0f} ms  [target <= 500 ms: "
+          f"{'ok' if max(waits) <= 0.5 else 'MISSED'}]", flush=True)
+    # the window against the headless suite, interleaved, on the same 50 digits and threads
+    clf, iset = s.model.classifier, s.images.image_set
+    x = torch.stack([iset.load(i, clf.preprocess) for i in range(len(iset))])
+    y = torch.tensor([iset.items[i].label for i in range(len(iset))])
+    gui_t, head_t = [], []
+    for _ in range(2):
+        t0 = time.perf_counter()
+        run_suite(clf, x, y, suite="quick", eps=0.1, keep_adv=False)
+        head_t.append(time.perf_counter() - t0)
+        done.clear()
+        t0 = time.perf_counter()
+        ev.run(EvaluateRequest(suite="quick", eps=0.1))
+        _wait(app, lambda: bool(done), 600)
+        gui_t.append(time.perf_counter() - t0)
+    g, h = statistics.median(gui_t), statistics.median(head_t)
+    print(f"  evaluate: quick suite on {len(iset)} digits: window {g:.2f} s, headless run_suite {h:.2f} s, "
+          f"ratio {g / h:.2f} (runs: window {', '.join(f'{t:.2f}' for t in gui_t)}; headless "
+          f"{', '.join(f'{t:.2f}' for t in head_t)})", flush=True)
+    ev.finished.disconnect(done.append)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--only", choices=["paint", "stall"])
+    ap.add_argument("--only", choices=["paint", "stall", "evaluate"])
     ap.add_argument("--runs", type=int, default=5, help="launches for the first-paint timing")
     ap.add_argument("--seconds", type=float, default=6.0, help="length of each stall scenario")
     ap.add_argument("--no-heavy", action="store_true", help="skip the ResNet-18 scenario")
@@ -191,9 +256,9 @@ def main() -> int:
         print(f"launch -> first paint over {r['runs']} launches: median {r['median']:.2f} s "
               f"(min {r['min']:.2f}, max {r['max']:.2f}); torch imported before the paint: {r['torch_before_paint']}"
               f"  [target <= 1 s: {'ok' if r['median'] <= 1.0 else 'MISSED'}]", flush=True)
-    if args.only in (None, "stall"):
+    if args.only in (None, "stall", "evaluate"):
         print("GUI-thread lateness of a 10 ms timer while an attack runs (target p99 <= 50 ms):", flush=True)
-        res = stall(args.seconds, heavy=not args.no_heavy)
+        res = stall(args.seconds, heavy=not args.no_heavy, only_evaluate=args.only == "evaluate")
         worst = max((r["p99"] for r in res if r["threads"] < (os.cpu_count() or 1) or (os.cpu_count() or 1) == 1),
                     default=float("nan"))
         print(f"worst p99 with the app's default threads: {worst:.1f} ms  [{'ok' if worst <= 50 else 'MISSED'}]")

@@ -361,6 +361,10 @@ def test_onnx_unconvertible_operator_opens_black_box(tmp_path):
     with pytest.raises(AttackError, match="Mish.*score-based attacks such as Square") as e:
         make_attack("pgd", eps=0.03, steps=2).run(clf, x, torch.zeros(3, dtype=torch.long))
     assert e.value.code == "black-box-only" and e.value.details["operator"] == "Mish"
+    assert e.value.details["available"] == ["square"]
+    # the score-based Square attack needs no gradient: it runs on the black box
+    res = make_attack("square", eps=0.03, queries=20).run(clf, x, torch.zeros(3, dtype=torch.long))
+    assert res.adv.shape == x.shape and float((res.adv - x).abs().max()) <= 0.03 + 1e-6
     out = tmp_path / "out"
     assert main(["attack", "--model", str(f), "--images", str(imgs), "--attack", "pgd", "--out", str(out)]) == 2
     assert not out.exists()

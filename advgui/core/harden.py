@@ -7,7 +7,9 @@ One pipeline for the window's Harden tab and ``advgui train --compare``:
    subset of the training images, and a fixed subset of at most ``eval_max`` validation images;
 2. :func:`advgui.core.training.train` trains a copy of the model on them (validation every epoch);
 3. :func:`compare_robustness` draws both models' worst-case robustness curves (FGSM and PGD by default) on
-   the same validation images at the same ε: 0 and multiples of the training ε up to twice it.
+   the same validation images at the same ε: 0 and multiples of the training ε up to twice it; or, with
+   ``suite="quick"`` (or "standard"), runs the evaluation suite of :mod:`advgui.core.suite` on both models at
+   the training ε and gives both robust accuracies with their 95% intervals (a :class:`SuitePair`).
 
 :func:`harden` runs the three and reports every stage through one ``on_event`` callback (plain dataclasses: DataInfo, Phase, the core's BatchInfo and EpochRecord, the
 TrainResult as soon as training ends, then the CurvePair),
@@ -102,6 +104,38 @@ class CurvePair:
 
 
 @dataclass
+class ModelSuite:
+    """One model's result under the evaluation suite."""
+
+    name: str
+    robust: float                       # robust accuracy (per-image worst case over the stages)
+    ci95: tuple[float, float]           # 95% Wilson interval
+    clean: float
+    stages: list[tuple[str, float]]     # (stage label, robust accuracy after it)
+    warnings: list[str]                 # "code: message"
+    complete: bool
+    seconds: float
+
+
+@dataclass
+class SuitePair:
+    """Both models under the same suite, on the same images, at the same ε."""
+
+    suite: str
+    eps: float
+    norm: str
+    n: int
+    start: ModelSuite
+    trained: ModelSuite
+    seconds: float
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["eps_255"] = self.eps * 255
+        return d
+
+
+@dataclass
 class PreparedData:
     train: TrainingSet
     val: TrainingSet
@@ -113,6 +147,7 @@ class HardenResult:
     training: TrainResult
     curves: Optional[CurvePair] = None
     data: Optional[DataInfo] = None
+    suite: Optional[SuitePair] = None
 
     @property
     def cancelled(self) -> bool:
@@ -170,9 +205,15 @@ def prepare_data(classifier: Classifier, data: str, val: Optional[str] = None, *
 def compare_robustness(start: Classifier, trained: Classifier, images: torch.Tensor, labels: torch.Tensor, *,
                        eps: Sequence[float], steps: int = 10, seed: int = 0, attacks: Sequence[str] = EVAL_ATTACKS,
                        names: tuple[str, str] = ("start", "trained"),
-                       on_phase: Optional[Callable[[Phase], Any]] = None, cancel: Cancel = None
-                       ) -> Optional[CurvePair]:
-    """Both models' robustness curves on the same images at the same ε; None when cancelled."""
+                       on_phase: Optional[Callable[[Phase], Any]] = None, cancel: Cancel = None,
+                       suite: Optional[str] = None, norm: str = "linf") -> Optional[CurvePair | SuitePair]:
+    """Both models' robustness curves on the same images at the same ε; None when cancelled.
+
+    With ``suite`` ("quick" or "standard"), both models go through that evaluation suite instead, at the
+    largest ε of ``eps`` (``norm``), and a :class:`SuitePair` comes back."""
+    if suite:
+        return compare_with_suite(start, trained, images, labels, eps=max(eps), suite=suite, norm=norm, seed=seed,
+                                  names=names, on_phase=on_phase, cancel=cancel)
     t0 = time.perf_counter()
     curves = []
     models = [(start, names[0]), (trained, names[1])]
@@ -196,12 +237,48 @@ def compare_robustness(start: Classifier, trained: Classifier, images: torch.Ten
                      time.perf_counter() - t0)
 
 
+def compare_with_suite(start: Classifier, trained: Classifier, images: torch.Tensor, labels: torch.Tensor, *,
+                       eps: float, suite: str = "quick", norm: str = "linf", seed: int = 0,
+                       names: tuple[str, str] = ("start", "trained"), attacks: Optional[Sequence[Any]] = None,
+                       on_phase: Optional[Callable[[Phase], Any]] = None, cancel: Cancel = None
+                       ) -> Optional[SuitePair]:
+    """Both models under the evaluation suite (:func:`advgui.core.suite.run_suite`) on the same images at ε;
+    ``attacks`` replaces the suite's stages. None when cancelled (a half-evaluated model compares nothing)."""
+    from .suite import run_suite
+    t0 = time.perf_counter()
+    label = "custom" if attacks is not None else suite
+    out = []
+    models = [(start, names[0]), (trained, names[1])]
+    for k, (model, name) in enumerate(models):
+        def progress(ev: Any, k: int = k, name: str = name) -> bool:
+            if on_phase is not None and ev.kind in ("stage-start", "step", "stage-end", "probe"):
+                frac = (ev.stage_index + ev.fraction) / max(1, ev.n_stages) if ev.stage_index >= 0 else 1.0
+                where = f"{ev.stage} ({ev.stage_index + 1}/{ev.n_stages})" if ev.stage_index >= 0 else \
+                    f"check: {ev.stage}"
+                on_phase(Phase("evaluating", f"{label} suite · {name} · {where}", (k + frac) / len(models)))
+            return is_cancelled(cancel)
+        if on_phase is not None:
+            on_phase(Phase("evaluating", f"{label} suite · {name}", k / len(models)))
+        rep = run_suite(model, images, labels, suite=suite, eps=eps, norm=norm, seed=seed, attacks=attacks,
+                        keep_adv=False, progress=progress, cancel=cancel)
+        if rep.cancelled:
+            return None
+        out.append(ModelSuite(name, rep.robust_accuracy, rep.ci95, rep.clean_accuracy,
+                              [(st.label, st.robust_accuracy) for st in rep.stages],
+                              [f"{w.code}: {w.message}" for w in rep.warnings], rep.complete, rep.seconds))
+    return SuitePair(rep.suite, float(eps), norm, int(labels.shape[0]), out[0], out[1], time.perf_counter() - t0)
+
+
 def harden(classifier: Classifier, data: str, config: TrainConfig, *, val: Optional[str] = None,
            val_fraction: float = 0.1, max_images: int = 0, eval_steps: int = 10, curves: bool = True,
-           start_name: str = "", on_event: Optional[Callable[[Any], Any]] = None, cancel: Cancel = None
-           ) -> HardenResult:
+           compare: str = "curves", start_name: str = "", on_event: Optional[Callable[[Any], Any]] = None,
+           cancel: Cancel = None) -> HardenResult:
     """Prepare the data, train, and (with ``curves``) compare both models; ``on_event`` receives DataInfo,
-    core BatchInfo and EpochRecord, Phase and finally the CurvePair. The classifier passed in is untouched."""
+    core BatchInfo and EpochRecord, Phase and finally the CurvePair — or, with ``compare`` "quick" or
+    "standard", the SuitePair of that evaluation suite at the validation ε. The classifier passed in is
+    untouched."""
+    if compare not in ("curves", "quick", "standard"):
+        raise ValueError(f"compare must be curves, quick or standard, got {compare!r}")
     emit = on_event or (lambda _e: None)
     config.validate()
     notes: list[str] = []
@@ -239,10 +316,19 @@ def harden(classifier: Classifier, data: str, config: TrainConfig, *, val: Optio
         return out
     val_eps = config.val_eps if config.val_eps is not None else config.eps
     eps = eval_eps(val_eps if math.isfinite(val_eps) and val_eps > 0 else config.eps)
+    names = (start_name or model_name(classifier.spec), "trained")
+    if compare != "curves":
+        suite_eps = val_eps if math.isfinite(val_eps) and val_eps > 0 else config.eps
+        if not suite_eps > 0:
+            return out
+        out.suite = compare_with_suite(classifier, result.classifier, vs.images, vs.labels, eps=suite_eps,
+                                       suite=compare, seed=config.seed, names=names, on_phase=emit, cancel=cancel)
+        if out.suite is not None:
+            emit(Phase("done", "finished", 1.0))
+            emit(out.suite)
+        return out
     out.curves = compare_robustness(classifier, result.classifier, vs.images, vs.labels, eps=eps,
-                                    steps=eval_steps, seed=config.seed,
-                                    names=(start_name or model_name(classifier.spec), "trained"),
-                                    on_phase=emit, cancel=cancel)
+                                    steps=eval_steps, seed=config.seed, names=names, on_phase=emit, cancel=cancel)
     if out.curves is not None:
         emit(Phase("done", "finished", 1.0))
         emit(out.curves)

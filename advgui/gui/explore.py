@@ -128,6 +128,7 @@ class ExploreTab(QWidget):
     # -- events from the session --------------------------------------------------------------------------------
     def _run_started(self, req: Any) -> None:
         self.plots.clear()
+        self.plots.set_unit(self.ex.step_unit)
         self.plots.set_expected(self.ex.expected_frames())
         self.plots.set_targeted(req.target is not None, self.ex.name(req.target) if req.target is not None else "")
         self._dirty = self._plots_dirty = True
@@ -203,8 +204,11 @@ class ExploreTab(QWidget):
             self.plots.set_cursor(min(ex.frame, ex.history.n - 1))
         elif ex.mode == "batch" and ex.batch_row is not None:
             rows, j = ex.batch_row
+            self.plots.set_unit(ex.step_unit)
             if rows.loss.size:
-                self.plots.set_curves(rows.loss[:, j], rows.true_prob[:, j], rows.other_prob[:, j], rows.first_flip(j))
+                x = rows.steps if ex.step_unit == "queries" and len(rows.steps) == len(rows.loss) else None
+                self.plots.set_curves(rows.loss[:, j], rows.true_prob[:, j], rows.other_prob[:, j], rows.first_flip(j),
+                                      x=x)
             self.plots.set_cursor(None)
         elif ex.mode != "live":
             self.plots.clear()

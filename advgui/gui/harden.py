@@ -46,6 +46,18 @@ def _pct(v: float) -> str:
     return "–" if v != v else f"{100 * v:.1f}%"
 
 
+def _ci(ci: Any) -> str:
+    return f"95% interval {100 * ci[0]:.1f}–{100 * ci[1]:.1f}%"
+
+
+COMPARE = [("curves", "FGSM + PGD curves", "Worst case of FGSM and PGD at 0, ½, 1, 1½ and 2 times the training ε "
+            "(the default; quick)"),
+           ("quick", "Quick suite", "APGD-CE → APGD-T → Square at the training ε: both robust accuracies with 95% "
+            "intervals (slower, stronger)"),
+           ("standard", "Standard suite", "The AutoAttack-grade standard suite at the training ε (slowest, the "
+            "number to report)")]
+
+
 class HardenTab(QWidget):
     def __init__(self, session: Session, parent: Optional[QWidget] = None) -> None:
         super().__init__(parent)
@@ -82,6 +94,11 @@ class HardenTab(QWidget):
             self.method.addItem(text, key)
             self.method.setItemData(self.method.count() - 1, tip, Qt.ItemDataRole.ToolTipRole)
         left.addRow("Method", self.method)
+        self.compare = QComboBox()
+        for key, text, tip in COMPARE:
+            self.compare.addItem(text, key)
+            self.compare.setItemData(self.compare.count() - 1, tip, Qt.ItemDataRole.ToolTipRole)
+        self.compare.setToolTip("How the starting and the trained model are compared after training")
         self.eps = EpsEditor()
         self.eps.setToolTip("Training budget (L∞). Validation and the robustness curves use it too.")
         right.addRow("ε", self.eps)
@@ -101,6 +118,7 @@ class HardenTab(QWidget):
         self.max_images.setSpecialValueText("all")
         self.max_images.setToolTip("Train on at most this many images (a fixed random subset), for a quick run")
         right.addRow("Learning rate", _row(self.lr, QLabel("images"), self.max_images))
+        left.addRow("Compare", self.compare)
         srow = QHBoxLayout()
         self.start_label = ElidedLabel("waiting for the model…")
         self.scratch = QCheckBox("from scratch")
@@ -161,6 +179,7 @@ class HardenTab(QWidget):
         h.epoch_done.connect(self._epoch)
         h.trained.connect(self._trained)
         h.curves_ready.connect(self._curves)
+        h.suite_ready.connect(self._suite)
         h.finished.connect(self._finished)
         h.failed.connect(lambda msg: self._note(msg.text))
         h.saved.connect(lambda p: self._note(f"Saved {p['weights']} (log: {Path(p['log_csv']).name}, "
@@ -179,6 +198,7 @@ class HardenTab(QWidget):
         self.lr.setValue(r.lr)
         self.max_images.setValue(r.max_images)
         self.scratch.setChecked(r.from_scratch)
+        self.compare.setCurrentIndex(max(0, self.compare.findData(r.compare)))
 
     def request(self) -> HardenRequest:
         val = self.val.currentText().strip()
@@ -186,7 +206,7 @@ class HardenTab(QWidget):
                        val=HOLD_OUT if val in ("", HOLD_OUT_TEXT) else val, method=self.method.currentData() or "pgd",
                        eps=float(self.eps.value()), epochs=self.epochs.value(), pgd_steps=self.pgd_steps.value(),
                        lr=float(self.lr.value()), max_images=self.max_images.value(),
-                       from_scratch=self.scratch.isChecked())
+                       from_scratch=self.scratch.isChecked(), compare=self.compare.currentData() or "curves")
 
     def _pick_folder(self, combo: QComboBox) -> None:
         cur = combo.currentText().strip()
@@ -224,7 +244,7 @@ class HardenTab(QWidget):
         self.train_btn.setEnabled(not running and self.s.model is not None)
         self.cancel_btn.setEnabled(running)
         for w in (self.data, self.data_btn, self.val, self.val_btn, self.method, self.eps, self.epochs, self.lr,
-                  self.max_images, self.scratch):
+                  self.max_images, self.scratch, self.compare):
             w.setEnabled(not running)
         self.pgd_steps.setEnabled(not running and self.method.currentData() == "pgd")
         has = self.h.result is not None and bool(self.h.result.history)
@@ -279,10 +299,10 @@ class HardenTab(QWidget):
         for note in result.notes:
             if note.startswith(("training stopped", "weights restored")):
                 self._note(note[:1].upper() + note[1:] + ".")
-        self.summary.setText(self.describe_result() + ("" if result.cancelled else
-                                                       " · computing both models' robustness curves…"))
+        what = "robustness curves" if self.h.request.compare == "curves" else f"{self.h.request.compare} suite results"
+        self.summary.setText(self.describe_result() + ("" if result.cancelled else f" · computing both models' {what}…"))
         if not result.cancelled:
-            self.ensure_plots().clear_robustness("computing the robustness curves of both models…")
+            self.ensure_plots().clear_robustness(f"computing the {what} of both models…")
 
     def describe_result(self) -> str:
         """What was trained and what Save writes: the weights after the last finished batch."""
@@ -320,6 +340,17 @@ class HardenTab(QWidget):
             for warn in mc.warnings:
                 self._note(f"{mc.name}: {warn}")
 
+    def _suite(self, pair: Any) -> None:
+        start, trained = self.curve_labels()
+        self.ensure_plots().set_suite(pair, start, trained)
+        s, t = pair.start, pair.trained
+        self.summary.setText(self.describe_result() + f"\n{pair.suite.capitalize()} suite at ε {pair.eps:.3g} on "
+                             f"{pair.n} images: {start} {_pct(s.robust)} ({_ci(s.ci95)}) → trained {_pct(t.robust)} "
+                             f"({_ci(t.ci95)}); clean {_pct(s.clean)} → {_pct(t.clean)}.")
+        for ms in (s, t):
+            for warn in ms.warnings:
+                self._note(f"{ms.name}: {warn}")
+
     def curve_labels(self) -> tuple[str, str]:
         r = self.h.request
         return f"{self.h.start_name} (start)", f"trained: {r.describe()}, {len(self.h.records)} ep."
@@ -336,7 +367,7 @@ class HardenTab(QWidget):
             self.summary.setText(self.describe_result())
             if self.plots is not None:
                 self.plots.clear_robustness("cancelled: no robustness curves")
-        elif self.h.curves is not None:
+        elif self.h.curves is not None or self.h.suite is not None:
             self.progress.setValue(self.progress.maximum())
             self.progress.setFormat(f"finished · {len(self.h.records)} epochs · 100%")
         elif self.h.result is None:

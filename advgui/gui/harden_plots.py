@@ -82,6 +82,11 @@ class HardenPlots(QWidget):
                                         labelOpts={"position": 0.08, "color": "#ef6c00"})
         self.eps_line.hide()
         self.rob_plot.addItem(self.eps_line, ignoreBounds=True)
+        # the suite comparison: both robust accuracies with their 95% intervals
+        self.suite_bars = pg.ErrorBarItem(x=np.zeros(0), y=np.zeros(0), top=np.zeros(0), bottom=np.zeros(0), beam=0.12,
+                                          pen=pg.mkPen(fg, width=1.5))
+        self.suite_bars.hide()
+        self.rob_plot.addItem(self.suite_bars)
         self.waiting = pg.TextItem("the curves of both models appear here after training", color=START_COLOR,
                                    anchor=(0.5, 0.5))
         self.rob_plot.addItem(self.waiting, ignoreBounds=True)
@@ -130,6 +135,9 @@ class HardenPlots(QWidget):
         self.start_curve.setData([], [])
         self.trained_curve.setData([], [])
         self.eps_line.hide()
+        self.suite_bars.hide()
+        self.rob_legend.setVisible(True)
+        self.rob_plot.setLabel("bottom", "ε (pixel units, images in 0–1)")
         for item, label in ((self.start_curve, "start model"), (self.trained_curve, "trained model")):
             self.rob_legend.getLabel(item).setText(label, color=self.fg.name())
         self.rob_plot.getAxis("bottom").setTicks(None)
@@ -168,6 +176,7 @@ class HardenPlots(QWidget):
     def set_robustness(self, pair: Any, start_label: str, trained_label: str, train_eps: float) -> None:
         np = self._np
         x = np.array(pair.eps, float)
+        self.suite_bars.hide()
         self.start_curve.setData(x, np.array(pair.start.worst, float))
         self.trained_curve.setData(x, np.array(pair.trained.worst, float))
         for item, label in ((self.start_curve, start_label), (self.trained_curve, trained_label)):
@@ -179,6 +188,28 @@ class HardenPlots(QWidget):
         self.rob_plot.getAxis("bottom").setTicks([[(float(e), _eps_tick(e)) for e in x]])
         self._title(self.rob_plot, f"Robustness on {pair.n} validation images: worst case of FGSM and "
                     f"PGD-{pair.steps}")
+
+    def set_suite(self, pair: Any, start_label: str, trained_label: str) -> None:
+        """Both models' robust accuracy under the evaluation suite, with their 95% intervals, side by side."""
+        np = self._np
+        y = np.array([pair.start.robust, pair.trained.robust], float)
+        lo = np.array([pair.start.ci95[0], pair.trained.ci95[0]], float)
+        hi = np.array([pair.start.ci95[1], pair.trained.ci95[1]], float)
+        self.start_curve.setData([0.0], y[:1])
+        self.trained_curve.setData([1.0], y[1:])
+        self.suite_bars.setData(x=np.array([0.0, 1.0]), y=y, top=hi - y, bottom=y - lo)
+        self.suite_bars.show()
+        for item, label, v in ((self.start_curve, start_label, y[0]), (self.trained_curve, trained_label, y[1])):
+            self.rob_legend.getLabel(item).setText(f"{label}: {100 * v:.1f}%", color=self.fg.name())
+        self.rob_legend.setVisible(False)       # the ticks name both models (a legend would cover a point)
+        self.waiting.hide()
+        self.eps_line.hide()
+        self.rob_plot.setXRange(-0.6, 1.6, padding=0)
+        self.rob_plot.setLabel("bottom", "")
+        self.rob_plot.getAxis("bottom").setTicks([[(0.0, f"{start_label}: {100 * y[0]:.1f}%"),
+                                                   (1.0, f"{trained_label}: {100 * y[1]:.1f}%")]])
+        self._title(self.rob_plot, f"Robustness on {pair.n} validation images: {pair.suite} suite at ε "
+                    f"{pair.eps:.3g}, 95% intervals")
 
     def curve_lengths(self) -> dict[str, int]:
         def n(c: Any) -> int:

@@ -35,8 +35,14 @@ def _harden_tab(s: Session) -> QWidget:
     return HardenTab(s)
 
 
+def _evaluate_tab(s: Session) -> QWidget:
+    from .evaluate import EvaluateTab
+    return EvaluateTab(s)
+
+
 # (title, factory): the tabs after Explore. A new view adds itself here.
-TABS: list[tuple[str, Callable[[Session], QWidget]]] = [("Batch", _batch_tab), ("Harden", _harden_tab)]
+TABS: list[tuple[str, Callable[[Session], QWidget]]] = [("Batch", _batch_tab), ("Harden", _harden_tab),
+                                                        ("Evaluate", _evaluate_tab)]
 
 
 def icon_path() -> Optional[Path]:
@@ -104,6 +110,7 @@ class MainWindow(QMainWindow):
         session.message.connect(self.show_message)
         session.ready.connect(self._ready)
         session.batch.row_opened.connect(lambda _i: self.show_explore())
+        session.evaluate.image_opened.connect(lambda _i: self.show_explore())
         self._restore_window()
 
     # -- layout --------------------------------------------------------------------------------------------------

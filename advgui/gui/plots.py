@@ -88,6 +88,8 @@ class LivePlots(QWidget):
             cl.hide()
             p.addItem(cl, ignoreBounds=True)
             self.cursor_lines.append(cl)
+        self.unit = "steps"
+        self._x: Optional[np.ndarray] = None      # the x of each point drawn (frame index, or queries)
         before_box, self.before = _bars_box("Top-5 before")
         after_box, self.after = _bars_box("Top-5 after")
         for box in (before_box, after_box):
@@ -101,6 +103,13 @@ class LivePlots(QWidget):
         """A line above the plots (e.g. which model the curves belong to when comparing)."""
         self.caption.setText(text)
         self.caption.setVisible(bool(text))
+
+    def set_unit(self, unit: str) -> None:
+        """What the x axis counts: "steps" (frames) or "queries" (score-based attacks such as Square)."""
+        if unit != self.unit:
+            self.unit = unit
+            for p in (self.loss_plot, self.prob_plot):
+                p.setLabel("bottom", "queries" if unit == "queries" else "step")
 
     def set_targeted(self, targeted: bool, target_name: str = "") -> None:
         """The probability plot's title doubles as its legend (the target's name is shortened there)."""
@@ -116,6 +125,7 @@ class LivePlots(QWidget):
     def clear(self) -> None:
         for c in (self.loss_curve, self.true_curve, self.other_curve):
             c.setData([], [])
+        self._x = None
         for ln in self.flip_lines + self.cursor_lines:
             ln.hide()
         for p in (self.loss_plot, self.prob_plot):
@@ -137,21 +147,29 @@ class LivePlots(QWidget):
 
     def set_curves(self, loss: np.ndarray, true_prob: np.ndarray, other_prob: np.ndarray, first_flip: int,
                    x: Optional[np.ndarray] = None) -> None:
-        x = np.arange(len(loss)) if x is None else x
+        """``first_flip`` is a point index; ``x`` the points' positions (default: their indices)."""
+        x = np.arange(len(loss)) if x is None else np.asarray(x)
+        self._x = x
         self.loss_curve.setData(x, loss)
         self.true_curve.setData(x, true_prob)
         self.other_curve.setData(x, other_prob)
+        at = self._at(first_flip)
         for fl in self.flip_lines:
             fl.setVisible(first_flip >= 0)
             if first_flip >= 0:
-                fl.setValue(first_flip)
-                fl.label.setFormat(f"flip @ {first_flip}")
+                fl.setValue(at)
+                fl.label.setFormat(f"flip @ {at:g}" + (" queries" if self.unit == "queries" else ""))
+
+    def _at(self, i: int) -> float:
+        """The x position of point ``i``."""
+        x = self._x
+        return float(x[i]) if x is not None and 0 <= i < len(x) else float(i)
 
     def set_cursor(self, i: Optional[int]) -> None:
         for cl in self.cursor_lines:
             cl.setVisible(i is not None)
             if i is not None:
-                cl.setValue(i)
+                cl.setValue(self._at(i))
 
     def set_bars(self, before: Sequence[tuple[str, float, str]], after: Sequence[tuple[str, float, str]]) -> None:
         self.before.set_items(before)

@@ -19,12 +19,13 @@ from .records import AttackRequest
 NORM_NAMES = {"linf": "L∞", "l2": "L2", "l1": "L1", "l0": "L0"}
 # how attack names are written for people (one casing everywhere); unknown ones use the class's ``title``
 TITLES = {"fgsm": "FGSM", "bim": "BIM", "pgd": "PGD", "mifgsm": "MI-FGSM", "deepfool": "DeepFool",
-          "cw": "C&W-L2"}
+          "cw": "C&W-L2", "apgd": "APGD", "apgd-dlr": "APGD-DLR", "apgd-t": "APGD-T", "square": "Square"}
 LABELS = {"eps": "ε", "norm": "Norm", "steps": "Steps", "step_size": "Step size", "restarts": "Restarts",
           "random_start": "Random start", "stop_on_success": "Early stop", "decay": "Momentum",
           "lr": "Learning rate", "c": "c (initial)", "binary_steps": "Binary search", "overshoot": "Overshoot",
           "candidates": "Candidates", "confidence": "Confidence κ", "abort_early": "Abort early",
-          "warm_start": "Warm start"}
+          "warm_start": "Warm start", "queries": "Queries", "n_targets": "Target classes", "p_init": "Square size p",
+          "loss": "Loss", "rho": "Checkpoint ρ", "report_every": "Report every"}
 TOOLTIPS = {
     "eps": "Largest allowed perturbation, in pixel units (L∞: per pixel; L2: whole image).",
     "steps": "Gradient steps per restart.",
@@ -33,6 +34,13 @@ TOOLTIPS = {
     "random_start": "Start from a random point inside the ε-ball (Madry et al.).",
     "stop_on_success": "Stop optimising an image as soon as it fools the model.",
     "decay": "Momentum decay factor μ (MI-FGSM).",
+    "queries": "Query budget per image (Square: score-based, no gradients; its curves run over queries).",
+    "n_targets": "APGD-T attacks towards each of this many classes the model ranks highest after the true one.",
+    "p_init": "Share of the image the first random square covers (Square); it shrinks on the paper's schedule.",
+    "loss": "ce: cross-entropy; dlr: the difference-of-logits ratio (scale-invariant margin).",
+    "rho": "APGD halves its step size at a checkpoint when fewer than this share of the steps since the last one "
+           "improved the loss.",
+    "report_every": "Square reports progress (a movie frame) every this many queries.",
 }
 SHARED = ("eps",)          # one value for every attack
 

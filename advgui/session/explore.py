@@ -59,6 +59,26 @@ class ExploreRun:
     def name(self, i: Optional[int]) -> str:
         return class_name(self.s.class_names, i)
 
+    @property
+    def attack_cls(self) -> Any:
+        """The class of the attack on show (the run's, else the one chosen in the Attack panel)."""
+        if self.request is not None:
+            return self.s.attack.registry.get(self.request.attack)
+        return self.s.attack.cls
+
+    @property
+    def step_unit(self) -> str:
+        """What the curves' x axis and the movie count: "steps", or "queries" (score-based attacks: Square)."""
+        return str(getattr(self.attack_cls, "step_unit", "steps"))
+
+    def _rounds(self, p: dict) -> int:
+        """Restarts (or C&W's binary-search rounds), times APGD-T's target classes."""
+        rounds = int(p.get("restarts") or p.get("binary_steps") or 1)
+        if p.get("n_targets"):
+            n_cls = len(self.s.class_names)
+            rounds *= max(1, min(int(p["n_targets"]), n_cls - 1) if n_cls > 1 else int(p["n_targets"]))
+        return rounds
+
     def reset(self) -> None:
         self.s.runner.discard("attack")
         self.s.runner.discard("classify")
@@ -101,8 +121,8 @@ class ExploreRun:
         self.attack_text = s.attack.describe(s.class_names)
         clean = self.clean if self.clean is not None and self.clean.index == i else None
         p = req.params
-        rounds = int(p.get("restarts") or p.get("binary_steps") or 1)
-        self.history = StepHistory(capacity=max(64, int(p.get("steps") or 10) * rounds + 4))
+        rounds = self._rounds(p)
+        self.history = StepHistory(capacity=max(64, int(p.get("steps") or 10) * rounds + 4), unit=self.step_unit)
         self.final, self._batch = None, None
         self.mode = "live"
         self.frame = 0
@@ -115,11 +135,14 @@ class ExploreRun:
         return True
 
     def expected_frames(self) -> int:
-        """How many frames a run of the current request should record (the plots' step axis)."""
+        """The length of the plots' x axis for the current request: the frames a run should record, or the
+        query budget for attacks whose steps count queries."""
         if self.request is None:
             return 1
         p = self.request.params
-        rounds = int(p.get("restarts") or p.get("binary_steps") or 1)
+        if self.step_unit == "queries":
+            return int(p.get(getattr(self.attack_cls, "budget_param", "queries")) or 1)
+        rounds = self._rounds(p)
         return int(p.get("steps") or 1) * rounds + rounds - 1
 
     def _on_yield(self, v: Any) -> None:
@@ -199,19 +222,24 @@ class ExploreRun:
         if i == h.final_index:
             return "final (re-checked)" + (" · cancelled" if self.final is not None and self.final.cancelled else "")
         params = self.request.params if self.request else {}
+        if self.step_unit == "queries":             # Square: the step counts queries per image
+            budget = int(params.get(getattr(self.attack_cls, "budget_param", "queries")) or 1)
+            return f"query {int(h.step[i])}/{budget}"
         total = int(params.get("steps") or 1)
         rounds = "binary_steps" in params          # C&W: binary-search rounds over c
-        restarts = int(params.get("binary_steps" if rounds else "restarts") or 1)
+        restarts = self._rounds(params)
         s = f"step {int(h.step[i])}/{total}"
         if restarts > 1:
-            s += f" · {'round' if rounds else 'restart'} {int(h.restart[i]) + 1}/{restarts}"
+            word = "round" if rounds else ("run" if params.get("n_targets") else "restart")
+            s += f" · {word} {int(h.restart[i]) + 1}/{restarts}"
         return s
 
     def movie_text(self) -> str:
         """The movie bar's caption for the current frame."""
         h = self.history
         if self.mode == "batch":
-            return "batch result · press Run to record the movie"
+            what = self._batch[0].caption if self._batch is not None else "batch result"
+            return f"{what} · press Run to record the movie"
         if self.mode != "live":
             return "no run yet"
         if h.n == 0:
@@ -253,7 +281,7 @@ class ExploreRun:
             st.success = bool(r.success[j])
             st.linf, st.l2 = float(r.linf[j]), float(r.l2[j])
             st.adv_top = top_items(r.adv_topk_labels[j], r.adv_topk_probs[j], names, rec.label, tgt)
-            st.frame_text = "batch result (final, re-checked)"
+            st.frame_text = f"{rows.caption} (final, re-checked)"
             return st
         h = self.history
         if self.mode != "live" or h.n == 0:

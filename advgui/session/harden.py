@@ -46,6 +46,7 @@ class HardenRequest:
     eval_max: int = 200                  # validation / curve images
     eval_steps: int = 10
     seed: int = 0
+    compare: str = "curves"              # curves (FGSM + PGD over ε) | quick | standard (the evaluation suite)
 
     def describe(self) -> str:
         what = {"pgd": f"PGD-{self.pgd_steps}", "fgsm-rs": "fast FGSM", "clean": "clean"}.get(self.method, self.method)
@@ -67,6 +68,7 @@ class Harden:
     phase_changed = Signal(object)      # core Phase
     trained = Signal(object)            # core TrainResult
     curves_ready = Signal(object)       # core CurvePair
+    suite_ready = Signal(object)        # core SuitePair (when the request compares with the suite)
     finished = Signal(bool)             # cancelled
     failed = Signal(object)             # Message
     saved = Signal(object)              # {"weights", "log_csv", "log_json"}
@@ -80,6 +82,7 @@ class Harden:
         self.records: list[Any] = []
         self.result: Any = None
         self.curves: Any = None
+        self.suite: Any = None
         self.phase: Any = None
         self.saved_path: Optional[Path] = None
         self.cancelled = False
@@ -124,11 +127,12 @@ class Harden:
         s.settings.set("harden", asdict(r))
         self.start_name = s.model_name or "model"
         self.data_info, self.records, self.result, self.curves, self.phase = None, [], None, None, None
+        self.suite = None
         self.saved_path, self.cancelled, self.batches_seen = None, False, 0
         from advgui.core.harden import harden
         s.runner.start("harden", jobs.from_callbacks, harden, s.model.classifier, r.data, cfg,
                        val=r.val or None, max_images=r.max_images, eval_steps=r.eval_steps,
-                       start_name=self.start_name, on_yield=self._event, on_return=self._done,
+                       compare=r.compare if r.compare in ("quick", "standard") else "curves", start_name=self.start_name, on_yield=self._event, on_return=self._done,
                        on_error=self._error)
         s.set_status(f"Training a copy of {self.start_name} ({r.describe()})…", busy=True)
         self.started.emit(r)
@@ -141,7 +145,7 @@ class Harden:
             job.cancel()
 
     def _event(self, ev: Any) -> None:
-        from advgui.core.harden import CurvePair, DataInfo, Phase
+        from advgui.core.harden import CurvePair, DataInfo, Phase, SuitePair
         from advgui.core.training import BatchInfo, EpochRecord, TrainResult
         if isinstance(ev, BatchInfo):
             self.batches_seen += 1
@@ -164,20 +168,24 @@ class Harden:
         elif isinstance(ev, CurvePair):
             self.curves = ev
             self.curves_ready.emit(ev)
+        elif isinstance(ev, SuitePair):
+            self.suite = ev
+            self.suite_ready.emit(ev)
 
     def _done(self, res: Any) -> None:
         if res is not None and self.result is None:
             self.result = res.training
             self.trained.emit(res.training)
         cancelled = self.cancelled or (res is not None and res.cancelled)
-        self.s.set_status("Training cancelled" if cancelled else "Training finished" if self.curves is not None
+        compared = self.curves is not None or self.suite is not None
+        self.s.set_status("Training cancelled" if cancelled else "Training finished" if compared
                           else "Training stopped", busy=False)
         self.finished.emit(cancelled)
 
     def _error(self, e: BaseException) -> None:
         msg = message_from(e, "harden", self.s.device)
         text = f"Training failed: {msg.text}" if self.result is None else \
-            f"Could not compute the robustness curves: {msg.text}"
+            f"Could not compare the two models' robustness: {msg.text}"
         self.s.notify(Message(text, "error", msg.code, msg.details, "harden"))
         self.failed.emit(msg)
         self.finished.emit(False)

@@ -269,7 +269,8 @@ def attack_set(classifier: Any, image_set: Any, request: AttackRequest, batch_si
                     not_true = info.topk_labels != lab[:, None]
                     first = np.argmax(not_true, axis=1)
                     other = np.where(not_true.any(1), info.topk_probs[np.arange(len(lab)), first], np.nan)
-                curves.append((info.loss.astype(float), info.true_prob.astype(float), other, info.success.copy()))
+                curves.append((info.loss.astype(float), info.true_prob.astype(float), other, info.success.copy(),
+                               int(info.step)))
                 seen += 1
                 now = time.perf_counter()
                 if now - last > 0.05 and info.total_steps:
@@ -281,7 +282,8 @@ def attack_set(classifier: Any, image_set: Any, request: AttackRequest, batch_si
             result = e.value
         summary.add(result)
         loss, tp, op, sc = (np.stack([c[i] for c in curves]) for i in range(4))
-        rows = BatchRows(BatchResult(list(idx), sources, result), [s.items[i].rel for i in idx], loss, tp, op, sc)
+        rows = BatchRows(BatchResult(list(idx), sources, result), [s.items[i].rel for i in idx], loss, tp, op, sc,
+                         np.array([c[4] for c in curves], np.int64))
         done += len(idx)
         stop = bool((yield rows)) or stop
         stop = bool((yield BatchProgress(float(done), total, seen))) or stop

@@ -183,6 +183,7 @@ class StepHistory:
     frames: dict = field(default_factory=dict)  # frame index -> (C, H, W) float32
     first_flip: int = -1                        # first frame whose image fools the model
     final_index: int = -1
+    unit: str = "steps"                         # "queries": the curves run over the attack's query count
 
     def __post_init__(self) -> None:
         self._alloc(self.capacity)
@@ -208,7 +209,10 @@ class StepHistory:
 
     @property
     def x(self) -> np.ndarray:
-        """Frame indices 0..n-1, the x axis of every curve."""
+        """The x axis of every curve: frame indices 0..n-1, or each frame's query count when ``unit`` is
+        "queries" (Square reports a block of queries per frame)."""
+        if self.unit == "queries":
+            return self.step[: self.n].astype(float)
         return np.arange(self.n)
 
     def append(self, rec: StepRecord) -> int:
@@ -281,6 +285,8 @@ class BatchRows:
     true_prob: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
     other_prob: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
     curve_success: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), bool))
+    steps: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))   # (T,) StepInfo.step of each row
+    caption: str = "batch result"    # what the Explore views call it ("suite result" for the Evaluate tab)
 
     def __len__(self) -> int:
         return len(self.batch.indices)

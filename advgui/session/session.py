@@ -53,6 +53,7 @@ class Session:
     def __init__(self, runner: Optional[Runner] = None, settings: Optional[SettingsStore] = None) -> None:
         from .batch import BatchRun
         from .compare import Compare
+        from .evaluate import Evaluate
         from .explore import ExploreRun
         from .harden import Harden
         self.runner = runner or Runner()
@@ -72,6 +73,7 @@ class Session:
         self.batch = BatchRun(self)
         self.compare = Compare(self)
         self.harden = Harden(self)
+        self.evaluate = Evaluate(self)
         self.attack.changed.connect(self._attack_changed)
         self.explore.clean_changed.connect(lambda _r: self._maybe_ready())
 

@@ -28,6 +28,13 @@ def test_every_registered_attack_runs_from_the_panel(qtbot, window):
         assert w.s.explore.history.n >= 2, name
         assert fin.steps_run >= 1 and w.s.explore.history.final_index == w.s.explore.history.n - 1, name
         assert not w.banner.isVisible(), w.banner.text
+        # the curves and the movie count what the attack's steps count: queries for Square
+        ex, plots = w.s.explore, w.explore.plots
+        queries = getattr(cls, "step_unit", "steps") == "queries"
+        assert plots.loss_plot.getAxis("bottom").labelText == ("queries" if queries else "step"), name
+        x, _y = plots.loss_curve.getData()
+        assert list(x) == (list(ex.history.step[:ex.history.n]) if queries else list(range(ex.history.n))), name
+        assert ex.frame_text(0).startswith("query 1/" if queries else "step "), (name, ex.frame_text(0))
 
 
 def test_generic_fields_of_a_new_attack(qtbot, window):

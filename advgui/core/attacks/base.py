@@ -275,6 +275,10 @@ class Attack(abc.ABC):
     supports_targeted: ClassVar[bool] = True
     norms: ClassVar[tuple[str, ...]] = ("linf", "l2")
     needs_gradients: ClassVar[bool] = True   # False for score-based attacks (Square): they work on black boxes
+    # what StepInfo.step counts ("steps": updates; "queries": model queries per image, as Square reports) and
+    # the parameter that sets its budget (StepInfo.total_steps): the window's curves and movie are labelled so
+    step_unit: ClassVar[str] = "steps"
+    budget_param: ClassVar[str] = "steps"
 
     def params(self) -> dict:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}

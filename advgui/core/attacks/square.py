@@ -84,6 +84,9 @@ class Square(Attack):
     """Square Attack (Andriushchenko et al. 2020): score-based random search, no gradients, a query budget."""
 
     name: ClassVar[str] = "square"
+    needs_gradients: ClassVar[bool] = False
+    step_unit: ClassVar[str] = "queries"      # StepInfo.step counts queries per image, total_steps is the budget
+    budget_param: ClassVar[str] = "queries"
     eps: float = 8 / 255
     queries: int = 5000
     norm: str = "linf"
