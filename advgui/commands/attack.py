@@ -6,7 +6,7 @@ import sys
 import time
 from typing import Any, Optional
 
-from .common import add_model_options, finite_float, load_model_from_args, seed_int
+from .common import SigintCancel, add_model_options, finite_float, load_model_from_args, seed_int
 
 DESCRIPTION = """\
 Attack every image of a set with one attack and report how often the model is fooled.
@@ -164,36 +164,6 @@ def build_attack(args: argparse.Namespace):
     return make_attack(args.attack, **params)
 
 
-class _StopOnSigint:
-    """First Ctrl-C: stop the attack now (the batch in progress is not written, the folder stays resumable);
-    a second one interrupts at once. Installs itself only in the main thread."""
-
-    def __init__(self) -> None:
-        import threading
-        self.event = threading.Event()
-        self._old = None
-
-    def __enter__(self) -> "_StopOnSigint":
-        import signal
-        import threading
-        if threading.current_thread() is threading.main_thread():
-            self._old = signal.getsignal(signal.SIGINT)
-
-            def handler(signum, frame):  # noqa: ANN001
-                if self.event.is_set():
-                    raise KeyboardInterrupt
-                self.event.set()
-                print("\nstopping (Ctrl-C again to abort at once)", file=sys.stderr)
-
-            signal.signal(signal.SIGINT, handler)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        import signal
-        if self._old is not None:
-            signal.signal(signal.SIGINT, self._old)
-
-
 def run(args: argparse.Namespace) -> int:
     from ..cli import CliError
     from ..core.data import DataError, open_images
@@ -260,7 +230,7 @@ def run(args: argparse.Namespace) -> int:
         t0 = time.perf_counter()
         result = None
         try:
-            with _StopOnSigint() as stop:
+            with SigintCancel("stopping (Ctrl-C again to abort at once)") as stop:
                 if writer is not None:
                     result = writer.run(attack, batch_size=args.batch_size, target=target, seed=args.seed,
                                         progress=(lambda p: bar.update(p.batch)) if bar is not None else None,

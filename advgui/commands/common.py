@@ -106,3 +106,35 @@ def finite_float(text: str) -> float:
     if not math.isfinite(v):
         raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
     return v
+
+
+class SigintCancel:
+    """While active, the first Ctrl-C sets ``event`` (the run stops cleanly at its next check); a second one
+    interrupts at once. Only installs itself in the main thread."""
+
+    def __init__(self, message: str = "stopping after this batch (Ctrl-C again to abort)") -> None:
+        import threading
+        self.event = threading.Event()
+        self.message = message
+        self._old = None
+
+    def __enter__(self) -> "SigintCancel":
+        import signal
+        import sys
+        import threading
+        if threading.current_thread() is threading.main_thread():
+            self._old = signal.getsignal(signal.SIGINT)
+
+            def handler(signum, frame):  # noqa: ANN001
+                if self.event.is_set():
+                    raise KeyboardInterrupt
+                self.event.set()
+                print(f"\n{self.message}", file=sys.stderr)
+
+            signal.signal(signal.SIGINT, handler)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        import signal
+        if self._old is not None:
+            signal.signal(signal.SIGINT, self._old)

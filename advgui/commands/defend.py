@@ -62,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
     from ..core.defenses import DefenseError, evaluate_defenses, parse_transforms
     from ..core.fileio import FileProblem, check_writable_folder
     from ..core.plots import have_matplotlib
-    from .eval import SigintCancel
+    from .common import SigintCancel
     try:
         transforms = parse_transforms(args.transforms)
     except DefenseError as e:

@@ -80,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
     from ..core.eps import parse_eps
     from ..core.fileio import FileProblem, check_writable_folder
     from ..core.plots import have_matplotlib
-    from .eval import SigintCancel
+    from .common import SigintCancel
     attack = build_attack(args)
     adaptive_eps = None
     if args.adaptive_eps is not None:

@@ -3,12 +3,10 @@ standard suite (``--suite standard|quick``: APGD-CE → APGD-T → Square, per-i
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
-import threading
 from pathlib import Path
 
-from .common import add_model_options, load_model_from_args, seed_int
+from .common import SigintCancel, add_model_options, load_model_from_args, seed_int
 
 DESCRIPTION = """\
 Attack every image with every attack at every ε and report accuracy against ε, plus the worst case
@@ -161,32 +159,6 @@ def _report_inputs(images: str, skipped: list[str], label_source: str) -> None:
     if label_source == "predictions":
         print(f"note: {images} has no class subfolders named after the model's classes; the clean predictions "
               "stand in for labels, so clean accuracy is 100% by construction", file=sys.stderr)
-
-
-class SigintCancel:
-    """While active, the first Ctrl-C sets ``event`` (the run stops cleanly at the next batch); a second
-    one interrupts at once. Only installs itself in the main thread."""
-
-    def __init__(self) -> None:
-        self.event = threading.Event()
-        self._old = None
-
-    def __enter__(self) -> "SigintCancel":
-        if threading.current_thread() is threading.main_thread():
-            self._old = signal.getsignal(signal.SIGINT)
-
-            def handler(signum, frame):  # noqa: ANN001
-                if self.event.is_set():
-                    raise KeyboardInterrupt
-                self.event.set()
-                print("\nstopping after this batch (Ctrl-C again to abort)", file=sys.stderr)
-
-            signal.signal(signal.SIGINT, handler)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self._old is not None:
-            signal.signal(signal.SIGINT, self._old)
 
 
 def run(args: argparse.Namespace) -> int:

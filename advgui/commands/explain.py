@@ -73,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
     from ..core.explain import Explainer, _captum, explain_set
     from ..core.fileio import FileProblem, check_writable_folder
     from ..core.plots import _pyplot
-    from .eval import SigintCancel
+    from .common import SigintCancel
     if args.eps is not None and args.attack is None:
         raise CliError("--eps needs --attack")
     if args.ig_steps < 2:

@@ -6,7 +6,8 @@ import sys
 from pathlib import Path
 
 from .common import add_model_options, load_model_from_args
-from .eval import SigintCancel, _eps, _positive_int
+from .common import SigintCancel
+from .eval import _eps, _positive_int
 from .train import _pct
 
 DESCRIPTION = """\

@@ -6,7 +6,8 @@ import sys
 from pathlib import Path
 
 from .common import add_model_options, finite_float, load_model_from_args, seed_int
-from .eval import SigintCancel, _eps, _positive_int
+from .common import SigintCancel
+from .eval import _eps, _positive_int
 
 DESCRIPTION = """\
 Train a model against adversarial examples and save the hardened weights.
