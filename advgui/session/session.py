@@ -53,6 +53,8 @@ class Session:
     def __init__(self, runner: Optional[Runner] = None, settings: Optional[SettingsStore] = None) -> None:
         from .batch import BatchRun
         from .compare import Compare
+        from .detect import DetectorPart
+        from .explain import ExplainOverlays
         from .explore import ExploreRun
         from .harden import Harden
         self.runner = runner or Runner()
@@ -72,6 +74,8 @@ class Session:
         self.batch = BatchRun(self)
         self.compare = Compare(self)
         self.harden = Harden(self)
+        self.explain = ExplainOverlays(self)     # overlays on the Explore views
+        self.detect = DetectorPart(self)         # detector scores in Explore, Batch and the export
         self.attack.changed.connect(self._attack_changed)
         self.explore.clean_changed.connect(lambda _r: self._maybe_ready())
 
