@@ -14,6 +14,8 @@ on the GUI thread records how late each of its ticks fires. Lateness p99 target:
 Scenarios: a long single-image PGD on the demo digit (thousands of tiny steps: tests the 30 Hz redraw
 throttle and the movie's frame store), the whole demo set in the batch tab, and, when torchvision is
 installed, PGD on a ResNet-18 (random weights saved locally) at 224×224, where each step is heavy.
+With the explain extra, the live scenarios run again with the explanation overlays on (Grad-CAM, computed in
+jobs of their own while the attack runs; ``--only overlays`` runs just those and their plain counterparts).
 Each runs with torch using all cores but one (the app's default) and with all cores.
 """
 from __future__ import annotations
@@ -91,7 +93,7 @@ def _wait(app, cond, timeout: float) -> bool:
     return True
 
 
-def stall(seconds: float, heavy: bool) -> list[dict]:
+def stall(seconds: float, heavy: bool, overlays: bool = True, batch: bool = True) -> list[dict]:
     import torch
     from PySide6.QtWidgets import QApplication
 
@@ -120,6 +122,7 @@ def stall(seconds: float, heavy: bool) -> list[dict]:
         for threads in thread_settings:
             torch.set_num_threads(threads)
             redraws0 = w.explore.redraws
+            before = {id(r) for r in s.explain.computed}
             probe.start()
             cpu0 = time.thread_time()          # CPU time of the GUI thread itself
             t0 = time.perf_counter()
@@ -134,20 +137,43 @@ def stall(seconds: float, heavy: bool) -> list[dict]:
             st = probe.stats()
             st.update(scenario=name, threads=threads, seconds=dur, gui_cpu=gui_cpu,
                       redraws_per_s=(w.explore.redraws - redraws0) / dur)
+            done = [r for r in s.explain.computed if id(r) not in before]
+            over = ""
+            if s.explain.enabled:
+                secs = sorted(r.seconds for r in done)
+                over = (f", overlay frames {len(done) / dur:.1f}/s, "
+                        f"{sum(r.n_backward for r in done)} backward for {len(done)} frames, "
+                        f"median {1000 * secs[len(secs) // 2]:.0f} ms each" if secs else ", no overlay frame")
             results.append(st)
             print(f"  {name:38s} torch threads {threads}: p50 {st['p50']:5.1f} ms  p99 {st['p99']:5.1f} ms  "
                   f"max {st['max']:6.1f} ms  ({st['n']} ticks, {dur:.1f} s, {st['redraws_per_s']:.0f} redraws/s, "
-                  f"GUI thread busy {100 * gui_cpu:.0f}% of a core)",
+                  f"GUI thread busy {100 * gui_cpu:.0f}% of a core{over})",
                   flush=True)
+
+    def with_overlays(name: str, start, running, stop) -> None:
+        """The same scenario with the explanation overlays on (Grad-CAM on the original and the frame on show)."""
+        from advgui.session.explain import captum_available
+        if not overlays or not captum_available():
+            return
+        s.explain.set_method("gradcam")
+        s.explain.set_enabled(True)
+        _wait(app, lambda: not s.explain.busy, 120)
+        measure(name + " + overlays", start, running, stop)
+        s.explain.set_enabled(False)
+        _wait(app, lambda: s.runner.current("explain") is None, 120)
 
     a = s.attack
     a.select("pgd")
     a.set_value("eps", 32 / 255)
     explore_running = lambda: s.explore.job is not None  # noqa: E731
     a.set_value("steps", 100000)
-    measure("explore: PGD on a demo digit (live)", lambda: s.explore.run(3), explore_running, s.explore.stop)
+    live = ("explore: PGD on a demo digit (live)", lambda: s.explore.run(3), explore_running, s.explore.stop)
+    measure(*live)
+    with_overlays(*live)
     a.set_value("steps", 60)
-    measure("batch: PGD-60 on the 50 demo digits", lambda: s.batch.run(16), lambda: s.batch.running, s.batch.stop)
+    if batch:
+        measure("batch: PGD-60 on the 50 demo digits", lambda: s.batch.run(16), lambda: s.batch.running,
+                s.batch.stop)
 
     if heavy:
         try:
@@ -163,8 +189,10 @@ def stall(seconds: float, heavy: bool) -> list[dict]:
             if _wait(app, lambda: ready, 300):
                 a.set_value("eps", 4 / 255)
                 a.set_value("steps", 100000)
-                measure("explore: PGD on ResNet-18, 224×224", lambda: s.explore.run(0), explore_running,
-                        s.explore.stop)
+                heavy_live = ("explore: PGD on ResNet-18, 224×224", lambda: s.explore.run(0), explore_running,
+                              s.explore.stop)
+                measure(*heavy_live)
+                with_overlays(*heavy_live)
     w.close()
     w.deleteLater()
     app.processEvents()
@@ -176,7 +204,8 @@ def stall(seconds: float, heavy: bool) -> list[dict]:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--only", choices=["paint", "stall"])
+    ap.add_argument("--only", choices=["paint", "stall", "overlays"],
+                    help="overlays: the live scenarios with and without explanation overlays only")
     ap.add_argument("--runs", type=int, default=5, help="launches for the first-paint timing")
     ap.add_argument("--seconds", type=float, default=6.0, help="length of each stall scenario")
     ap.add_argument("--no-heavy", action="store_true", help="skip the ResNet-18 scenario")
@@ -191,9 +220,10 @@ def main() -> int:
         print(f"launch -> first paint over {r['runs']} launches: median {r['median']:.2f} s "
               f"(min {r['min']:.2f}, max {r['max']:.2f}); torch imported before the paint: {r['torch_before_paint']}"
               f"  [target <= 1 s: {'ok' if r['median'] <= 1.0 else 'MISSED'}]", flush=True)
-    if args.only in (None, "stall"):
+    if args.only in (None, "stall", "overlays"):
         print("GUI-thread lateness of a 10 ms timer while an attack runs (target p99 <= 50 ms):", flush=True)
-        res = stall(args.seconds, heavy=not args.no_heavy)
+        res = stall(args.seconds, heavy=not args.no_heavy, overlays=args.only != "stall",
+                    batch=args.only != "overlays")
         worst = max((r["p99"] for r in res if r["threads"] < (os.cpu_count() or 1) or (os.cpu_count() or 1) == 1),
                     default=float("nan"))
         print(f"worst p99 with the app's default threads: {worst:.1f} ms  [{'ok' if worst <= 50 else 'MISSED'}]")

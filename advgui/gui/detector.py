@@ -9,7 +9,7 @@ from PySide6.QtGui import QAction, QBrush, QColor
 from PySide6.QtWidgets import QFileDialog, QMenu, QToolButton, QWidget
 
 from advgui.session import Session
-from advgui.session.detect import DETECTORS, NAMES, SHORT
+from advgui.session.detect import DETECTORS, NAMES, SHORT, fmt_score
 
 FLAG_COLOR = "#c62828"
 
@@ -102,7 +102,7 @@ class DetectorColumns:
         thr = self.d.info.thresholds.get(k, float("inf")) if self.d.info else float("inf")
         flagged = bool(row[f"{k}_adv_flagged"]) if which == "adv" else v > thr
         if role == Qt.ItemDataRole.DisplayRole:
-            return f"{v:.3g}" + (" ⚑" if flagged else "")
+            return fmt_score(k, v) + (" ⚑" if flagged else "")
         if role == Qt.ItemDataRole.UserRole:
             return v
         if role == Qt.ItemDataRole.ForegroundRole and flagged:

@@ -33,6 +33,11 @@ if TYPE_CHECKING:
 DETECTORS = ("squeeze", "mahalanobis")          # advgui.core.detect.DETECTORS, without importing torch
 NAMES = {"squeeze": "feature squeezing", "mahalanobis": "Mahalanobis"}
 SHORT = {"squeeze": "squeeze", "mahalanobis": "Mahal."}
+DIGITS = {"squeeze": 3, "mahalanobis": 1}      # squeezing: an L1 distance of probabilities (0–2); Mahalanobis: z-sums
+
+
+def fmt_score(k: str, v: float) -> str:
+    return f"{v:.{DIGITS[k]}f}".replace("-", "−")
 FIT_MIN_IMAGES = 100
 
 
@@ -71,11 +76,12 @@ class FrameScores:
         parts = []
         fc, fa = self.flagged(self.clean), self.flagged(self.adv)
         for k in DETECTORS:
-            t = f"{SHORT[k]} {self.clean[k]:.3g}{' ⚑' if fc[k] else ''}"
+            t = f"{SHORT[k]} {fmt_score(k, self.clean[k])}{' ⚑' if fc[k] else ''}"
             if self.adv is not None:
-                t += f" → {self.adv[k]:.3g}{' ⚑ flagged' if fa[k] else ' ok'}"
+                t += f" → {fmt_score(k, self.adv[k])}{' ⚑' if fa[k] else ''}"
             parts.append(t)
-        return "detector (original → adversarial): " + " · ".join(parts)
+        what = "original → adversarial" if self.adv is not None else "original"
+        return f"Detector, {what}: " + " · ".join(parts) + " (⚑ above its threshold)"
 
 
 # -- jobs -------------------------------------------------------------------------------------------------------
@@ -451,4 +457,4 @@ class DetectorPart(FrameFollower):
         return self.info.source or f"fitted in the window on {self.info.n_fit + self.info.n_holdout} images"
 
 
-__all__ = ["DetectorPart", "DetectorInfo", "FrameScores", "DETECTORS"]
+__all__ = ["DetectorPart", "DetectorInfo", "FrameScores", "DETECTORS", "fmt_score"]

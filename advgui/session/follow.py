@@ -15,8 +15,10 @@ copy made once per loaded model (in a job, the first time it is needed), used by
 **The loop** (:class:`FrameFollower`): at most one job of a part runs at a time. A request that comes while
 one runs only marks the part dirty; when the job returns, the part looks again at the frame on show *then*
 and computes that one — so while the movie is scrubbed the newest frame wins and no work piles up. While a
-live run follows its newest frame, a part starts at most one job per ``live_interval`` seconds (the next
-step, a pause, the end or a scrub catches up).
+live run follows its newest frame, a part starts a job at most every ``live_interval`` seconds, and never
+sooner than twice the last job's duration after the last start (so a heavy model's explanations take at
+most about half a core from the attack and the window); the next step, a pause, the end or a scrub catches
+up.
 """
 from __future__ import annotations
 
@@ -152,6 +154,7 @@ class FrameFollower:
         self._inflight = False
         self._dirty = False
         self._last_start = -1e9
+        self._last_cost = 0.0            # seconds the last job took, start to result
         ex = session.explore
         ex.clean_changed.connect(lambda _r: self._new_image())
         ex.cleared.connect(self._new_image)
@@ -202,10 +205,13 @@ class FrameFollower:
     def _steps(self, _n: int) -> None:
         if not self.active:
             return
-        if self._inflight or time.monotonic() - self._last_start < self.live_interval:
+        if self._inflight or time.monotonic() - self._last_start < self._live_gap():
             self._dirty = True              # the next step, the end, a pause or a scrub catches up
             return
         self.refresh()
+
+    def _live_gap(self) -> float:
+        return max(self.live_interval, 2 * self._last_cost)
 
     def refresh(self) -> None:
         """Show the frame on show: from the cache, or by starting a job (or marking the part dirty when one
@@ -220,7 +226,7 @@ class FrameFollower:
         if self._inflight:
             self._dirty = True
             return
-        if shown.live and time.monotonic() - self._last_start < self.live_interval:
+        if shown.live and time.monotonic() - self._last_start < self._live_gap():
             self._dirty = True
             return
         req = self._plan(shown, rest=not shown.live)
@@ -237,6 +243,7 @@ class FrameFollower:
 
     def _returned(self, result: Any) -> None:
         self._inflight = False
+        self._last_cost = time.monotonic() - self._last_start
         if result is not None:
             self._store(result)
             shown = shown_frame(self.s.explore, self.epoch) if self.active else None
@@ -246,6 +253,7 @@ class FrameFollower:
 
     def _errored(self, e: BaseException) -> None:
         self._inflight = False
+        self._last_cost = time.monotonic() - self._last_start
         self._dirty = False
         self._failed(e)
 

@@ -79,7 +79,8 @@ def test_scores_in_explore_batch_rows_and_the_manifest(ready_session, det_file, 
     for k in ("squeeze", "mahalanobis"):
         assert fs.clean[k] == pytest.approx(float(ref[k][0]), rel=1e-4, abs=1e-5)
         assert fs.adv[k] == pytest.approx(float(ref[k][1]), rel=1e-4, abs=1e-5)
-    assert "flagged" in fs.text() or " ok" in fs.text()
+    assert fs.text().startswith("Detector, original → adversarial: squeeze ")
+    assert fs.text().count("⚑") == 1 + sum(fs.flagged(fs.clean).values()) + sum(fs.flagged(fs.adv).values())
     # Batch: every row gets exactly the manifest's columns
     done = []
     s.batch.finished.connect(lambda *a: done.append(1))
