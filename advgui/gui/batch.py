@@ -254,6 +254,8 @@ class BatchTab(QWidget):
             hh.resizeSection(0, min(hh.sectionSize(0), 260))
             for c in range(1, 4):
                 hh.resizeSection(c, min(hh.sectionSize(c), 180))
+            for c in range(len(COLUMNS), self.model.columnCount()):      # detector scores: fit "0.000 → 0.454 ⚑"
+                hh.resizeSection(c, self.fontMetrics().horizontalAdvance("−00.0 ⚑ → 000.0 ⚑") + 12)
 
     def set_progress(self, done: float, total: int) -> None:
         self.progress.setRange(0, max(1, total) * 100)

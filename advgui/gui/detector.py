@@ -72,41 +72,45 @@ class DetectorButton(QToolButton):
 
 
 class DetectorColumns:
-    """The Batch table's detector columns: per detector the clean and the adversarial (8-bit PNG) score, as in
-    the manifest; ⚑ and red where a score is above the detector's threshold."""
+    """The Batch table's detector columns, one per detector: the score of the clean image → the score of the
+    adversarial image as written (the 8-bit PNG), as in the manifest; ⚑ and red where a score is above the
+    detector's threshold. Sorting uses the adversarial score."""
 
     def __init__(self, session: Session) -> None:
         self.d = session.detect
-        self.keys = [(k, which) for k in DETECTORS for which in ("clean", "adv")]
+        self.keys = list(DETECTORS)
 
     def count(self) -> int:
         return len(self.keys) if self.d.loaded else 0
 
     def header(self, c: int, role: int) -> Any:
-        k, which = self.keys[c]
+        k = self.keys[c]
         if role == Qt.ItemDataRole.DisplayRole:
-            return f"{SHORT[k]} {'clean' if which == 'clean' else 'adv'}"
+            return SHORT[k].capitalize()
         if role == Qt.ItemDataRole.ToolTipRole:
             thr = self.d.info.thresholds.get(k) if self.d.info else None
-            img = "the original image" if which == "clean" else "the adversarial image as written (8-bit PNG)"
-            return (f"{NAMES[k]} score of {img}; higher = more suspicious; ⚑ above the threshold"
-                    + (f" {thr:.4g}" if thr is not None else ""))
+            return (f"{NAMES[k]}: score of the original → score of the adversarial image as written (8-bit PNG); "
+                    "higher = more suspicious; ⚑ above the threshold" + (f" {thr:.4g}" if thr is not None else ""))
         return None
 
     def data(self, index: int, c: int, role: int) -> Any:
         row = self.d.columns(index)
         if row is None:
             return "…" if role == Qt.ItemDataRole.DisplayRole else None
-        k, which = self.keys[c]
-        v = float(row[f"{k}_{which}"])
+        k = self.keys[c]
+        clean, adv = float(row[f"{k}_clean"]), float(row[f"{k}_adv"])
         thr = self.d.info.thresholds.get(k, float("inf")) if self.d.info else float("inf")
-        flagged = bool(row[f"{k}_adv_flagged"]) if which == "adv" else v > thr
+        flag_adv, flag_clean = bool(row[f"{k}_adv_flagged"]), clean > thr
         if role == Qt.ItemDataRole.DisplayRole:
-            return fmt_score(k, v) + (" ⚑" if flagged else "")
+            return (f"{fmt_score(k, clean)}{' ⚑' if flag_clean else ''} → "
+                    f"{fmt_score(k, adv)}{' ⚑' if flag_adv else ''}")
         if role == Qt.ItemDataRole.UserRole:
-            return v
-        if role == Qt.ItemDataRole.ForegroundRole and flagged:
+            return adv
+        if role == Qt.ItemDataRole.ForegroundRole and (flag_adv or flag_clean):
             return QBrush(QColor(FLAG_COLOR))
         if role == Qt.ItemDataRole.TextAlignmentRole:
             return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+        if role == Qt.ItemDataRole.ToolTipRole:
+            return (f"{NAMES[k]}: original {fmt_score(k, clean)}{' (flagged)' if flag_clean else ''}, "
+                    f"adversarial PNG {fmt_score(k, adv)}{' (flagged)' if flag_adv else ''}; threshold {thr:.4g}")
         return None

@@ -300,7 +300,8 @@ class DetectorPart(FrameFollower):
         self.last_error = ""
         self.info = DetectorInfo(path, str(det.model), det.shape_text, dict(det.thresholds), float(det.fpr),
                                  int(det.n_fit), int(det.n_holdout))
-        self.s.set_status(self.info.text(), busy=False)
+        if not path:                # fitted here: end the "Fitting…" status (a loaded file leaves the status alone)
+            self.s.set_status(self.info.text(), busy=False)
         self.changed.emit(self.info)
         self.refresh()
         self._batch_rescore()

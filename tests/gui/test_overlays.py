@@ -83,9 +83,9 @@ def test_detector_scores_in_explore_and_in_the_batch_table(qtbot, window, det_fi
     tab = w.tab["Batch"]
     with qtbot.waitSignal(w.s.detect.changed, timeout=60_000):
         w.explore.explain.detector.act_load.trigger()
-    assert tab.model.columnCount() == 13
-    headers = [tab.model.headerData(c, Qt.Orientation.Horizontal) for c in range(9, 13)]
-    assert headers == ["squeeze clean", "squeeze adv", "Mahal. clean", "Mahal. adv"]
+    assert tab.model.columnCount() == 11
+    headers = [tab.model.headerData(c, Qt.Orientation.Horizontal) for c in range(9, 11)]
+    assert headers == ["Squeeze", "Mahal."]
     scores = w.explore.explain.scores
     qtbot.waitUntil(lambda: scores.full_text().startswith("Detector, original:"), timeout=30_000)
     set_attack(w, "pgd", eps=32 / 255, steps=10)
@@ -96,10 +96,16 @@ def test_detector_scores_in_explore_and_in_the_batch_table(qtbot, window, det_fi
         qtbot.mouseClick(tab.run_btn, LEFT)
     qtbot.waitUntil(lambda: len(w.s.detect.batch_scores) == 50, timeout=60_000)
     vals = [tab.model.data(tab.model.index(r, 10)) for r in range(50)]
-    assert all(v not in (None, "…") for v in vals)
-    assert any("⚑" in v for v in vals)                 # PGD at 32/255 gets flagged on some digits
-    col = [tab.proxy.data(tab.proxy.index(r, 12), Qt.ItemDataRole.UserRole) for r in range(50)]
-    assert all(isinstance(v, float) for v in col)
+    assert all(v not in (None, "…") and "→" in v for v in vals)
+    assert any(v.endswith("⚑") for v in vals)           # PGD at 32/255 gets flagged on some digits
+    for r in range(50):                                 # the adversarial score, as in the manifest's columns
+        b, j = tab.model.rows[r]
+        cols = w.s.detect.columns(b.indices[j])
+        assert tab.model.data(tab.model.index(r, 9), Qt.ItemDataRole.UserRole) == cols["squeeze_adv"]
+        assert vals[r].endswith("⚑") == cols["mahalanobis_adv_flagged"]
+    tab.table.sortByColumn(10, Qt.SortOrder.DescendingOrder)
+    col = [tab.proxy.data(tab.proxy.index(r, 10), Qt.ItemDataRole.UserRole) for r in range(50)]
+    assert col == sorted(col, reverse=True)
 
 
 def test_without_the_explain_extra_the_controls_say_how_to_get_it(qtbot, make_window, monkeypatch):
@@ -113,3 +119,23 @@ def test_without_the_explain_extra_the_controls_say_how_to_get_it(qtbot, make_wi
     set_attack(w, "fgsm", eps=32 / 255)
     fin = run_and_wait(qtbot, w, 0)                    # the rest works as before
     assert fin is not None and not w.explore.overlays.visible("adv")
+
+
+def test_gradcam_is_greyed_out_with_the_reason_for_a_model_without_convolutions(qtbot, window):
+    pytest.importorskip("captum")
+    from advgui.core.models import Classifier
+    from advgui.session.records import LoadedModel, ModelRequest
+    w = window
+    bar = w.explore.explain
+    qtbot.mouseClick(bar.toggle, LEFT)
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(28 * 28, 10))
+    clf = Classifier(net, mean=[0.5], std=[0.5], input_size=(28, 28), channels=1,
+                     class_names=[str(i) for i in range(10)], spec="mlp")
+    w.s._model_loaded(LoadedModel(ModelRequest("mlp"), clf, dict(clf.describe(), **clf.summary()),
+                                  list(clf.class_names), {"cpu": True}, 0.0))
+    qtbot.waitUntil(lambda: w.s.explain.status is not None and w.explore.overlays.visible("orig"), timeout=60_000)
+    item = bar.method.model().item(0)
+    assert not item.isEnabled() and "no convolutional layer" in item.toolTip()
+    assert bar.method.currentData() == "saliency" and "Grad-CAM disabled" in bar.info.text()
+    _idle(qtbot, w)
