@@ -3,6 +3,7 @@
     python benchmarks/gui_benchmark.py                 # everything, offscreen
     python benchmarks/gui_benchmark.py --only paint    # launch -> first paint only
     python benchmarks/gui_benchmark.py --only stall --seconds 8
+    python benchmarks/gui_benchmark.py --only overlays --repeats 3   # live attacks without / with the overlays
 
 Launch -> first paint: a fresh interpreter runs ``advgui.gui.app.main`` with ``ADVGUI_FIRST_PAINT=1``; the
 app prints the seconds from the launcher's timestamp (taken just before the process is spawned, so
@@ -93,7 +94,7 @@ def _wait(app, cond, timeout: float) -> bool:
     return True
 
 
-def stall(seconds: float, heavy: bool, overlays: bool = True, batch: bool = True) -> list[dict]:
+def stall(seconds: float, heavy: bool, overlays: bool = True, batch: bool = True, repeats: int = 1) -> list[dict]:
     import torch
     from PySide6.QtWidgets import QApplication
 
@@ -166,10 +167,21 @@ def stall(seconds: float, heavy: bool, overlays: bool = True, batch: bool = True
     a.select("pgd")
     a.set_value("eps", 32 / 255)
     explore_running = lambda: s.explore.job is not None  # noqa: E731
+    def pairs(*scenario) -> None:
+        """Without and with the overlays, alternating, ``repeats`` times; then the medians side by side."""
+        for _ in range(repeats):
+            measure(*scenario)
+            with_overlays(*scenario)
+        if repeats > 1 and overlays:
+            for threads in thread_settings:
+                p99 = {k: statistics.median(r["p99"] for r in results if r["threads"] == threads
+                                            and r["scenario"] == scenario[0] + k) for k in ("", " + overlays")}
+                print(f"  median p99 over {repeats} pairs, torch threads {threads}: without {p99['']:.1f} ms, "
+                      f"with overlays {p99[' + overlays']:.1f} ms, ratio {p99[' + overlays'] / p99['']:.2f}",
+                      flush=True)
+
     a.set_value("steps", 100000)
-    live = ("explore: PGD on a demo digit (live)", lambda: s.explore.run(3), explore_running, s.explore.stop)
-    measure(*live)
-    with_overlays(*live)
+    pairs("explore: PGD on a demo digit (live)", lambda: s.explore.run(3), explore_running, s.explore.stop)
     a.set_value("steps", 60)
     if batch:
         measure("batch: PGD-60 on the 50 demo digits", lambda: s.batch.run(16), lambda: s.batch.running,
@@ -189,10 +201,8 @@ def stall(seconds: float, heavy: bool, overlays: bool = True, batch: bool = True
             if _wait(app, lambda: ready, 300):
                 a.set_value("eps", 4 / 255)
                 a.set_value("steps", 100000)
-                heavy_live = ("explore: PGD on ResNet-18, 224×224", lambda: s.explore.run(0), explore_running,
-                              s.explore.stop)
-                measure(*heavy_live)
-                with_overlays(*heavy_live)
+                pairs("explore: PGD on ResNet-18, 224×224", lambda: s.explore.run(0), explore_running,
+                      s.explore.stop)
     w.close()
     w.deleteLater()
     app.processEvents()
@@ -209,6 +219,8 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=5, help="launches for the first-paint timing")
     ap.add_argument("--seconds", type=float, default=6.0, help="length of each stall scenario")
     ap.add_argument("--no-heavy", action="store_true", help="skip the ResNet-18 scenario")
+    ap.add_argument("--repeats", type=int, default=1,
+                    help="alternate each live scenario without and with the overlays this many times")
     args = ap.parse_args()
     import platform
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
@@ -223,7 +235,7 @@ def main() -> int:
     if args.only in (None, "stall", "overlays"):
         print("GUI-thread lateness of a 10 ms timer while an attack runs (target p99 <= 50 ms):", flush=True)
         res = stall(args.seconds, heavy=not args.no_heavy, overlays=args.only != "stall",
-                    batch=args.only != "overlays")
+                    batch=args.only != "overlays", repeats=args.repeats)
         worst = max((r["p99"] for r in res if r["threads"] < (os.cpu_count() or 1) or (os.cpu_count() or 1) == 1),
                     default=float("nan"))
         print(f"worst p99 with the app's default threads: {worst:.1f} ms  [{'ok' if worst <= 50 else 'MISSED'}]")
