@@ -17,14 +17,14 @@ import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QStandardItemModel
-from PySide6.QtWidgets import QCheckBox, QComboBox, QHBoxLayout, QLabel, QSizePolicy, QSlider, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QCheckBox, QComboBox, QHBoxLayout, QLabel, QSlider, QVBoxLayout, QWidget
 
 from advgui.session import Session
 from advgui.session.explain import CLASS_KINDS, METHODS
 
 from .detector import DetectorButton
 from .views import TripleView
-from .widgets import ElidedLabel, plain
+from .widgets import ElidedLabel
 
 OVERLAY_CMAP = "inferno"
 OVERLAY_TIP = ("Where the model found evidence for the class: bright yellow = most, transparent = none "
@@ -118,12 +118,12 @@ class ExplainBar(QWidget):
         row.addStretch(0)
         row.addWidget(self.detector)
         lay.addLayout(row)
-        self.info = plain(QLabel(""))           # wraps: the numbers are worth reading in full
-        self.info.setWordWrap(True)
-        self.info.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
-        self.info.setToolTip(OVERLAY_TIP)
+        # one line each, so that new text never changes the layout (a live run updates them)
+        self.info = ElidedLabel("")
+        self.numbers = ElidedLabel("")
         self.scores = ElidedLabel("")
         lay.addWidget(self.info)
+        lay.addWidget(self.numbers)
         lay.addWidget(self.scores)
         self.toggle.toggled.connect(self.x.set_enabled)
         self.method.activated.connect(lambda i: self.x.set_method(self.method.itemData(i)))
@@ -154,7 +154,7 @@ class ExplainBar(QWidget):
         self.toggle.setChecked(x.enabled and not why)
         self.toggle.setEnabled(not why)
         self.toggle.setToolTip(why or "Overlay attribution maps on the original and the adversarial image; "
-                                      "they follow the attack movie")
+                                      "they follow the attack movie. " + OVERLAY_TIP)
         for w in widgets[1:]:
             w.setEnabled(not why and x.enabled)
         gc_item = self.method.model().item(0) if isinstance(self.method.model(), QStandardItemModel) else None
@@ -173,17 +173,22 @@ class ExplainBar(QWidget):
         if why:
             self.info.setText(why)
             self.info.setVisible(True)
+            self.numbers.setVisible(False)
 
     def _state(self, st: Any) -> None:
+        numbers = ""
         if st.note:
             self.info.setText(st.note)
         elif not st.enabled:
             self.info.setText("")
         else:
-            lag = "" if st.current or not st.for_frame else f" (map of {st.for_frame}; the frame on show is computing)"
-            self.info.setText(f"{st.method_text}{lag} · {st.numbers_text}" if st.numbers_text else
-                              f"{st.method_text}{lag}")
-        self.info.setVisible(bool(self.info.text()))
+            lag = "" if st.current or not st.for_frame or st.live else f" · map of {st.for_frame} (computing the frame on show)"
+            self.info.setText(f"{st.method_text} · {st.class_text}{lag}" if st.class_text else st.method_text)
+            numbers = st.numbers_text
+        self.numbers.setText(numbers)
+        for w in (self.info, self.numbers):
+            if w.isVisible() != bool(w.full_text()):
+                w.setVisible(bool(w.full_text()))
 
     def _scores(self, fs: Any) -> None:
         d = self.s.detect
@@ -195,4 +200,5 @@ class ExplainBar(QWidget):
             self.scores.setText(d.info.text())
         else:
             self.scores.setText("")
-        self.scores.setVisible(bool(self.scores.full_text()))
+        if self.scores.isVisible() != bool(self.scores.full_text()):
+            self.scores.setVisible(bool(self.scores.full_text()))

@@ -91,6 +91,7 @@ class OverlayState:
     numbers: Optional[dict] = None
     numbers_text: str = ""
     note: str = ""                           # why nothing is drawn (missing extra, error), or ""
+    live: bool = False                       # a live run is followed (the numbers wait until it rests)
     orig_key: Optional[tuple] = None         # cache keys of the maps drawn (tests and views compare them)
     adv_key: Optional[tuple] = None
 
@@ -362,16 +363,16 @@ class ExplainOverlays(FrameFollower):
             meth = self.method
             c_orig, c_adv = self.classes(shown)
             names = self.s.class_names
-            st.class_text = (f"original: true class {class_name(names, c_orig)}" if c_orig == shown.label else
-                             f"original: class {class_name(names, c_orig)}")
+            st.live = shown.live
+            st.class_text = f"{'true class' if c_orig == shown.label else 'class'} {class_name(names, c_orig)}"
             okey = (shown.image_key, meth, c_orig)
             m = self._orig.get(okey)
             if m is not None:
                 st.orig, st.orig_key = _unit(m), okey
             st.current = m is not None
             if shown.adv is not None:
-                role = "true class" if c_adv == shown.label else "adversarial class"
-                st.class_text += f" · adversarial: {role} {class_name(names, c_adv)}"
+                role = "true class" if c_adv == shown.label else "class"
+                st.class_text += f" → {role} {class_name(names, c_adv)} (original → adversarial)"
                 akey = (shown.frame_key, meth, c_adv)
                 a = self._adv.get(akey)
                 if a is not None:
@@ -398,18 +399,14 @@ def _num(v: float) -> str:
 
 
 def numbers_text(n: dict, names: Optional[list] = None) -> str:
-    """One line: the deletion test of both maps on show, and the overlaps."""
+    """One line: the deletion test of both maps on show (original → adversarial), and the overlaps."""
     pct = f"{100 * n['fraction']:.0f}%"
-    parts = []
-    for w, name in (("orig", "original"), ("adv", "adversarial")):
-        f = n.get(w)
-        if f is not None:
-            parts.append(f"{name} {_num(f['drop_map'])} (random {_num(f['drop_random'])})")
-    text = f"score drop, top {pct} deleted: " + ", ".join(parts)
+    drops = [f"{_num(f['drop_map'])} (random {_num(f['drop_random'])})"
+             for f in (n.get("orig"), n.get("adv")) if f is not None]
+    text = f"Top {pct} deleted: drop " + " → ".join(drops)
     if n.get("overlap") is not None:
         same = class_name(names or [], n.get("same_class"))
-        text += f" · top-{pct} overlap before/after {_num(n['overlap'])}, class {same} on both " \
-                f"{_num(n['overlap_same_class'])}"
+        text += f" · IoU before/after {_num(n['overlap'])} (class {same}: {_num(n['overlap_same_class'])})"
     return text
 
 

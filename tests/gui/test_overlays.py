@@ -46,7 +46,8 @@ def test_overlay_toggles_follows_the_scrubbed_movie_and_takes_the_opacity(qtbot,
     qtbot.waitUntil(lambda: layer.visible("adv"), timeout=30_000)
     h = w.s.explore.history
     assert layer.shown["adv"][0][-1] == h.final_index
-    assert "score drop" in bar.info.text() and "overlap" in bar.info.text()
+    assert "deleted: drop" in bar.numbers.full_text() and "IoU before/after" in bar.numbers.full_text()
+    assert bar.info.full_text().startswith("Grad-CAM (net.features.7) · true class 0 → class ")
     final_map = layer.items["adv"].image.copy()
     w.explore.movie.slider.setValue(3)                 # scrub: the overlay follows the frame on show
     _idle(qtbot, w)
@@ -115,7 +116,7 @@ def test_without_the_explain_extra_the_controls_say_how_to_get_it(qtbot, make_wi
     bar = w.explore.explain
     assert not bar.toggle.isEnabled() and not bar.method.isEnabled() and not bar.opacity.isEnabled()
     assert "pip install 'advgui[explain]'" in bar.toggle.toolTip()
-    assert "pip install 'advgui[explain]'" in bar.info.text()
+    assert "pip install 'advgui[explain]'" in bar.info.full_text()
     set_attack(w, "fgsm", eps=32 / 255)
     fin = run_and_wait(qtbot, w, 0)                    # the rest works as before
     assert fin is not None and not w.explore.overlays.visible("adv")
@@ -137,5 +138,5 @@ def test_gradcam_is_greyed_out_with_the_reason_for_a_model_without_convolutions(
     qtbot.waitUntil(lambda: w.s.explain.status is not None and w.explore.overlays.visible("orig"), timeout=60_000)
     item = bar.method.model().item(0)
     assert not item.isEnabled() and "no convolutional layer" in item.toolTip()
-    assert bar.method.currentData() == "saliency" and "Grad-CAM disabled" in bar.info.text()
+    assert bar.method.currentData() == "saliency" and "Grad-CAM disabled" in bar.info.full_text()
     _idle(qtbot, w)

@@ -92,7 +92,7 @@ def test_overlays_follow_the_movie_with_one_forward_and_backward_per_frame(ready
         assert 0 <= n["overlap"] <= 1 and 0 <= n["overlap_same_class"] <= 1
         for w in ("orig", "adv"):
             assert -1 <= n[w]["drop_map"] <= 1 and -1 <= n[w]["drop_random"] <= 1
-        assert "overlap before/after" in st.numbers_text
+        assert "IoU before/after" in st.numbers_text and st.numbers_text.startswith("Top 10% deleted: drop ")
     finally:
         hook.remove()
 
