@@ -7,9 +7,9 @@ while the prediction still holds) on the **adversarial image**, and the same two
 views draw the pair of the chosen class (``class_kind``: "true" or "adv").
 
 Cost: every frame needs one call of :meth:`advgui.core.explain.Explainer.maps` over the maps it lacks — the
-adversarial frame for both classes, plus the original for a class it has not been explained for (computed
-once per image and class, then cached) — so at most **one forward and one backward pass** per shown frame
-(over 2–4 copies of the image). While the movie rests (not following a live run), the numbers are added with
+adversarial frame for both classes (while a live run is followed: only the class on show), plus the original
+for a class it has not been explained for (computed once per image and class, then cached) — so at most
+**one forward and one backward pass** per shown frame (over 1–4 copies of the image). While the movie rests (not following a live run), the numbers are added with
 one more forward pass without gradients:
 
 - **faithfulness** (a deletion test): the drop of the class probability when the top ``fraction`` of pixels
@@ -300,9 +300,12 @@ class ExplainOverlays(FrameFollower):
         meth = self.method
         c_true, c_adv = shown.label, shown.adv_class
         both = tuple(dict.fromkeys((c_true, c_adv)))
-        need: list[tuple[str, int]] = [("orig", c) for c in both if (shown.image_key, meth, c) not in self._orig]
+        # while a live run is followed only the maps on show (half the work); at rest both classes, so that
+        # switching the class choice needs nothing new
+        o_cls, a_cls = ((c,) for c in self.classes(shown)) if not rest else (both, both)
+        need: list[tuple[str, int]] = [("orig", c) for c in o_cls if (shown.image_key, meth, c) not in self._orig]
         if shown.adv is not None:
-            need += [("adv", c) for c in both if (shown.frame_key, meth, c) not in self._adv]
+            need += [("adv", c) for c in a_cls if (shown.frame_key, meth, c) not in self._adv]
         want_numbers = rest and self._numbers_key(shown) not in self._numbers
         self._emit(shown)
         if not need and not want_numbers:
