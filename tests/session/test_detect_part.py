@@ -140,3 +140,23 @@ def test_fitting_needs_enough_images_then_fits_on_the_open_folder(ready_session,
     from advgui.core.detect import load_detector
     again = load_detector(tmp_path / "mine.safetensors", s.model.classifier)
     assert again.thresholds == pytest.approx(info.thresholds)
+
+
+def test_a_loaded_detector_is_checked_again_when_the_model_changes(ready_session, det_file):
+    from advgui.core.models import Classifier
+    from advgui.session.records import LoadedModel, ModelRequest
+    s = ready_session
+    got, failed = _load(s, det_file)
+    assert got and s.detect.loaded
+    removed = []
+    s.detect.changed.connect(removed.append)
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(28 * 28, 10))
+    clf = Classifier(net, mean=[0.5], std=[0.5], input_size=(28, 28), channels=1,
+                     class_names=[str(i) for i in range(10)], spec="mlp")     # same shapes, other layers
+    s._model_loaded(LoadedModel(ModelRequest("mlp"), clf, dict(clf.describe(), **clf.summary()),
+                                list(clf.class_names), {"cpu": True}, 0.0))
+    pump(s, lambda: removed)
+    assert removed[-1] is None and not s.detect.loaded
+    assert failed and failed[-1].code == "detector_mismatch" and "net.features" in failed[-1].text
+    assert s.detect.last_error.startswith("The detector was removed")
