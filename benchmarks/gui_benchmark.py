@@ -3,6 +3,7 @@
     python benchmarks/gui_benchmark.py                 # everything, offscreen
     python benchmarks/gui_benchmark.py --only paint    # launch -> first paint only
     python benchmarks/gui_benchmark.py --only stall --seconds 8
+    python benchmarks/gui_benchmark.py --only overlays --repeats 3   # live attacks without / with the overlays
     python benchmarks/gui_benchmark.py --only evaluate      # the Evaluate tab: stalls, cancel, overhead
 
 Launch -> first paint: a fresh interpreter runs ``advgui.gui.app.main`` with ``ADVGUI_FIRST_PAINT=1``; the
@@ -13,14 +14,15 @@ then. Target: at most 1 s.
 GUI stall: in one process, the real main window runs an attack in a job of its session while a 10 ms QTimer
 on the GUI thread records how late each of its ticks fires. Lateness p99 target: at most 50 ms.
 Scenarios: a long single-image PGD on the demo digit (thousands of tiny steps: tests the 30 Hz redraw
-throttle and the movie's frame store), the whole demo set in the batch tab, the standard robustness suite in
-the Evaluate tab (demo-robust, ε 0.1: its stage table and headline update while APGD and Square run), and,
-when torchvision is installed, PGD on a ResNet-18 (random weights saved locally) at 224×224, where each step is
-heavy. Each runs with torch using all cores but one (the app's default) and with all cores.
-
-Evaluate also reports (``--only evaluate`` runs just this part): how long a cancel takes to come back with the
-finished stages (target 0.5 s), and the quick suite's wall time in the window against the same suite run
-headless (``run_suite``) in the same process, interleaved: the window's overhead.
+throttle and the movie's frame store), the whole demo set in the batch tab, and, when torchvision is
+installed, PGD on a ResNet-18 (random weights saved locally) at 224×224, where each step is heavy.
+With the explain extra, the live scenarios run again with the explanation overlays on (Grad-CAM, computed in
+jobs of their own while the attack runs; ``--only overlays`` runs just those and their plain counterparts).
+The standard robustness suite runs in the Evaluate tab (demo-robust, ε 0.1: its stage table and headline update
+while APGD and Square run); Evaluate also reports (``--only evaluate`` runs just this part) how long a cancel
+takes to come back with the finished stages (target 0.5 s), and the quick suite's wall time in the window
+against the same suite run headless (``run_suite``) in the same process, interleaved: the window's overhead.
+Each runs with torch using all cores but one (the app's default) and with all cores.
 """
 from __future__ import annotations
 
@@ -97,7 +99,8 @@ def _wait(app, cond, timeout: float) -> bool:
     return True
 
 
-def stall(seconds: float, heavy: bool, only_evaluate: bool = False) -> list[dict]:
+def stall(seconds: float, heavy: bool, overlays: bool = True, batch: bool = True, repeats: int = 1,
+          evaluate_tab: bool = True, live: bool = True) -> list[dict]:
     import torch
     from PySide6.QtWidgets import QApplication
 
@@ -126,6 +129,7 @@ def stall(seconds: float, heavy: bool, only_evaluate: bool = False) -> list[dict
         for threads in thread_settings:
             torch.set_num_threads(threads)
             redraws0 = w.explore.redraws
+            before = {id(r) for r in s.explain.computed}
             probe.start()
             cpu0 = time.thread_time()          # CPU time of the GUI thread itself
             t0 = time.perf_counter()
@@ -140,27 +144,59 @@ def stall(seconds: float, heavy: bool, only_evaluate: bool = False) -> list[dict
             st = probe.stats()
             st.update(scenario=name, threads=threads, seconds=dur, gui_cpu=gui_cpu,
                       redraws_per_s=(w.explore.redraws - redraws0) / dur)
+            done = [r for r in s.explain.computed if id(r) not in before]
+            over = ""
+            if s.explain.enabled:
+                secs = sorted(r.seconds for r in done)
+                over = (f", overlay frames {len(done) / dur:.1f}/s, "
+                        f"{sum(r.n_backward for r in done)} backward for {len(done)} frames, "
+                        f"median {1000 * secs[len(secs) // 2]:.0f} ms each" if secs else ", no overlay frame")
             results.append(st)
             print(f"  {name:38s} torch threads {threads}: p50 {st['p50']:5.1f} ms  p99 {st['p99']:5.1f} ms  "
                   f"max {st['max']:6.1f} ms  ({st['n']} ticks, {dur:.1f} s, {st['redraws_per_s']:.0f} redraws/s, "
-                  f"GUI thread busy {100 * gui_cpu:.0f}% of a core)",
+                  f"GUI thread busy {100 * gui_cpu:.0f}% of a core{over})",
                   flush=True)
+
+    def with_overlays(name: str, start, running, stop) -> None:
+        """The same scenario with the explanation overlays on (Grad-CAM on the original and the frame on show)."""
+        from advgui.session.explain import captum_available
+        if not overlays or not captum_available():
+            return
+        s.explain.set_method("gradcam")
+        s.explain.set_enabled(True)
+        _wait(app, lambda: not s.explain.busy, 120)
+        measure(name + " + overlays", start, running, stop)
+        s.explain.set_enabled(False)
+        _wait(app, lambda: s.runner.current("explain") is None, 120)
 
     a = s.attack
     a.select("pgd")
     a.set_value("eps", 32 / 255)
     explore_running = lambda: s.explore.job is not None  # noqa: E731
-    if not only_evaluate:
+    def pairs(*scenario) -> None:
+        """Without and with the overlays, alternating, ``repeats`` times; then the medians side by side."""
+        for _ in range(repeats):
+            measure(*scenario)
+            with_overlays(*scenario)
+        if repeats > 1 and overlays:
+            for threads in thread_settings:
+                p99 = {k: statistics.median(r["p99"] for r in results if r["threads"] == threads
+                                            and r["scenario"] == scenario[0] + k) for k in ("", " + overlays")}
+                print(f"  median p99 over {repeats} pairs, torch threads {threads}: without {p99['']:.1f} ms, "
+                      f"with overlays {p99[' + overlays']:.1f} ms, ratio {p99[' + overlays'] / p99['']:.2f}",
+                      flush=True)
+
+    if live:
         a.set_value("steps", 100000)
-        measure("explore: PGD on a demo digit (live)", lambda: s.explore.run(3), explore_running, s.explore.stop)
+        pairs("explore: PGD on a demo digit (live)", lambda: s.explore.run(3), explore_running, s.explore.stop)
         a.set_value("steps", 60)
+    if batch:
         measure("batch: PGD-60 on the 50 demo digits", lambda: s.batch.run(16), lambda: s.batch.running,
                 s.batch.stop)
-    evaluate(app, s, w, ready, measure, torch)
-    if only_evaluate:
-        heavy = False
+    if evaluate_tab:
+        evaluate(app, s, w, ready, measure, torch)
 
-    if heavy:
+    if heavy and live:
         try:
             import torchvision
         except ImportError:
@@ -174,8 +210,8 @@ def stall(seconds: float, heavy: bool, only_evaluate: bool = False) -> list[dict
             if _wait(app, lambda: ready, 300):
                 a.set_value("eps", 4 / 255)
                 a.set_value("steps", 100000)
-                measure("explore: PGD on ResNet-18, 224×224", lambda: s.explore.run(0), explore_running,
-                        s.explore.stop)
+                pairs("explore: PGD on ResNet-18, 224×224", lambda: s.explore.run(0), explore_running,
+                      s.explore.stop)
     w.close()
     w.deleteLater()
     app.processEvents()
@@ -241,10 +277,14 @@ def evaluate(app, s, w, ready, measure, torch) -> None:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--only", choices=["paint", "stall", "evaluate"])
+    ap.add_argument("--only", choices=["paint", "stall", "overlays", "evaluate"],
+                    help="overlays: the live scenarios with and without explanation overlays only; evaluate: the "
+                         "Evaluate tab only")
     ap.add_argument("--runs", type=int, default=5, help="launches for the first-paint timing")
     ap.add_argument("--seconds", type=float, default=6.0, help="length of each stall scenario")
     ap.add_argument("--no-heavy", action="store_true", help="skip the ResNet-18 scenario")
+    ap.add_argument("--repeats", type=int, default=1,
+                    help="alternate each live scenario without and with the overlays this many times")
     args = ap.parse_args()
     import platform
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
@@ -256,9 +296,12 @@ def main() -> int:
         print(f"launch -> first paint over {r['runs']} launches: median {r['median']:.2f} s "
               f"(min {r['min']:.2f}, max {r['max']:.2f}); torch imported before the paint: {r['torch_before_paint']}"
               f"  [target <= 1 s: {'ok' if r['median'] <= 1.0 else 'MISSED'}]", flush=True)
-    if args.only in (None, "stall", "evaluate"):
+    if args.only in (None, "stall", "overlays", "evaluate"):
         print("GUI-thread lateness of a 10 ms timer while an attack runs (target p99 <= 50 ms):", flush=True)
-        res = stall(args.seconds, heavy=not args.no_heavy, only_evaluate=args.only == "evaluate")
+        only = args.only
+        res = stall(args.seconds, heavy=not args.no_heavy, overlays=only not in ("stall", "evaluate"),
+                    batch=only in (None, "stall"), repeats=args.repeats, evaluate_tab=only in (None, "evaluate"),
+                    live=only != "evaluate")
         worst = max((r["p99"] for r in res if r["threads"] < (os.cpu_count() or 1) or (os.cpu_count() or 1) == 1),
                     default=float("nan"))
         print(f"worst p99 with the app's default threads: {worst:.1f} ms  [{'ok' if worst <= 50 else 'MISSED'}]")

@@ -16,7 +16,8 @@ The window is shown and painted before torch is imported; the first paint then s
 
 Hidden options for screenshots and benchmarks: ``--autorun MODE`` (or ``ADVGUI_AUTORUN``): ``run``, ``batch``,
 ``presentation``, ``pause:N`` (pause once N steps are on screen), ``compare[:SPEC]``, ``harden[:EPOCHS[:N]]``,
-``evaluate[:SUITE[:N]]`` (the Evaluate tab on at most N images).
+``evaluate[:SUITE[:N]]`` (the Evaluate tab on at most N images),
+``explain[:DETECTOR_FILE]`` (explanation overlays on, a detector loaded, then run).
 ``ADVGUI_FIRST_PAINT=1`` prints the seconds from ``ADVGUI_LAUNCH_T0`` to the first paint, and quits.
 ``ADVGUI_SMOKE=1`` (CI's check of the README's first command) loads the demo, presses F5, checks that the three
 image views and the curves were drawn, prints one ``smoke: ...`` line and quits with 0, or 1 when something is
@@ -194,6 +195,12 @@ def autorun(win: Any, mode: str) -> None:
         if len(parts) > 1 and parts[1]:
             tab.max_images.setValue(int(parts[1]))
         tab.run_btn.click()
+        return
+    if head == "explain":                 # overlays on (and a detector file loaded), then the first run
+        s.explain.set_enabled(True)
+        if arg:
+            s.detect.load(arg)
+        win.act_run.trigger()
         return
     if head == "batch":
         win.act_batch.trigger()

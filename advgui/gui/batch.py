@@ -15,6 +15,7 @@ from PySide6.QtWidgets import (QAbstractItemView, QDialog, QDialogButtonBox, QFi
 from advgui.session import Session
 from advgui.session.records import BatchRows
 
+from .detector import DetectorButton, DetectorColumns
 from .widgets import ElidedLabel, plain
 
 COLUMNS = ["Image", "True", "Clean", "Adversarial", "Fooled", "8-bit", "L∞/255", "L2", "Flip"]
@@ -30,6 +31,14 @@ class ResultsModel(QAbstractTableModel):
         super().__init__()
         self.s = session
         self.rows: list[tuple[BatchRows, int]] = []
+        self.det = DetectorColumns(session)          # the detector's score columns, when one is loaded
+        session.detect.changed.connect(lambda _i: (self.beginResetModel(), self.endResetModel()))
+        session.detect.batch_scores_added.connect(self._scores_added)
+
+    def _scores_added(self, _indices: Any) -> None:
+        n = self.det.count()
+        if n and self.rows:
+            self.dataChanged.emit(self.index(0, len(COLUMNS)), self.index(len(self.rows) - 1, len(COLUMNS) + n - 1))
 
     def clear(self) -> None:
         self.beginResetModel()
@@ -46,10 +55,12 @@ class ResultsModel(QAbstractTableModel):
         return 0 if parent.isValid() else len(self.rows)
 
     def columnCount(self, parent: QModelIndex = QModelIndex()) -> int:  # noqa: N802, B008
-        return len(COLUMNS)
+        return len(COLUMNS) + self.det.count()
 
     def headerData(self, section: int, orientation: Qt.Orientation, role: int = Qt.ItemDataRole.DisplayRole):  # noqa: N802
         if orientation == Qt.Orientation.Horizontal:
+            if section >= len(COLUMNS):
+                return self.det.header(section - len(COLUMNS), role)
             if role == Qt.ItemDataRole.DisplayRole:
                 return COLUMNS[section]
             if role == Qt.ItemDataRole.ToolTipRole:
@@ -72,6 +83,8 @@ class ResultsModel(QAbstractTableModel):
             return None
         r, c = index.row(), index.column()
         b, j = self.rows[r]
+        if c >= len(COLUMNS):
+            return self.det.data(b.indices[j], c - len(COLUMNS), role)
         v = self.value(r, c)
         if role == Qt.ItemDataRole.DisplayRole:
             if c == 1:
@@ -143,6 +156,7 @@ class BatchTab(QWidget):
         top.addWidget(QLabel("batch size"))
         top.addWidget(self.batch_size)
         top.addStretch(1)
+        top.addWidget(DetectorButton(session))
         lay.addLayout(top)
         self.attack_label = ElidedLabel("")
         lay.addWidget(self.attack_label)
@@ -240,6 +254,8 @@ class BatchTab(QWidget):
             hh.resizeSection(0, min(hh.sectionSize(0), 260))
             for c in range(1, 4):
                 hh.resizeSection(c, min(hh.sectionSize(c), 180))
+            for c in range(len(COLUMNS), self.model.columnCount()):      # detector scores: fit "0.000 → 0.454 ⚑"
+                hh.resizeSection(c, self.fontMetrics().horizontalAdvance("−00.0 ⚑ → 000.0 ⚑") + 12)
 
     def set_progress(self, done: float, total: int) -> None:
         self.progress.setRange(0, max(1, total) * 100)

@@ -17,6 +17,7 @@ from advgui.session import Session
 from advgui.session.display import top_items
 
 from .compare import CompareRow
+from .overlays import ExplainBar, OverlayLayer
 from .plots import LivePlots
 from .views import TripleView
 from .widgets import ElidedLabel
@@ -92,7 +93,10 @@ class ExploreTab(QWidget):
         self.views = TripleView()
         self.movie = MovieBar()
         self.compare = CompareRow(session, self.views)
+        self.explain = ExplainBar(session)
+        self.overlays = OverlayLayer(session, self.views)
         tl.addWidget(self.views, 1)
+        tl.addWidget(self.explain)
         tl.addWidget(self.movie)
         tl.addWidget(self.compare, 1)
         self.plots = LivePlots()

@@ -151,9 +151,13 @@ class BatchRun:
         self.export_dir = str(out_dir)
         reuse = self.reusable_results(req)
         s.settings.set("export/running", {"dir": self.export_dir})
+        info = self.run_info(req)
+        det = s.detect.run_info_value()
+        if det is not None:                       # the detector's scores go into the manifest too
+            info["detector"] = det
         s.runner.start("export", jobs.export_set, s.model.classifier, s.images.image_set, req, self.export_dir,
-                       run_info=self.run_info(req), batch_size=self.batch_size, results=reuse,
-                       overwrite=overwrite, resume=resume,
+                       run_info=info, batch_size=self.batch_size, results=reuse,
+                       overwrite=overwrite, resume=resume, row_extras=s.detect.row_extras(),
                        on_yield=self._export_yield, on_return=self._export_done, on_error=self._export_error)
         s.set_status(f"Exporting to {out_dir}…", busy=True)
         return True

@@ -410,10 +410,11 @@ def read_export_state(out_dir: str) -> Optional[dict]:
 
 def export_set(classifier: Any, image_set: Any, request: AttackRequest, out_dir: str, *, run_info: dict,
                batch_size: int = 64, results: Sequence[BatchRows] = (), overwrite: bool = False,
-               resume: bool = False) -> Steps:
+               resume: bool = False, row_extras: Optional[Callable[[Any], list]] = None) -> Steps:
     """Write the adversarial set with the command line's writer: the given batch results first (when they
     cover pending images), then the rest attacked here. Yields ExportProgress; a stop request ends after
-    the files of the current image are complete and leaves a resumable folder."""
+    the files of the current image are complete and leaves a resumable folder. ``row_extras``: more manifest
+    columns per written batch (the detector's scores, see session.detect)."""
     import torch
     from advgui.core.attacks import make_attack
     from advgui.core.export import ExportWriter
@@ -422,7 +423,7 @@ def export_set(classifier: Any, image_set: Any, request: AttackRequest, out_dir:
     info = dict(run_info)
     info["params"] = attack.params()         # the full parameter set, as the command line records it
     writer = ExportWriter(out_dir, classifier=classifier, image_set=image_set, run_info=info,
-                          overwrite=overwrite, resume=resume, program="advgui window")
+                          overwrite=overwrite, resume=resume, program="advgui window", row_extras=row_extras)
     with writer:
         from advgui.core.runner import model_checks
         writer.set_warnings(model_checks(classifier, image_set))

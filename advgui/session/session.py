@@ -54,6 +54,8 @@ class Session:
         from .batch import BatchRun
         from .compare import Compare
         from .evaluate import Evaluate
+        from .detect import DetectorPart
+        from .explain import ExplainOverlays
         from .explore import ExploreRun
         from .harden import Harden
         self.runner = runner or Runner()
@@ -74,6 +76,8 @@ class Session:
         self.compare = Compare(self)
         self.harden = Harden(self)
         self.evaluate = Evaluate(self)
+        self.explain = ExplainOverlays(self)     # overlays on the Explore views
+        self.detect = DetectorPart(self)         # detector scores in Explore, Batch and the export
         self.attack.changed.connect(self._attack_changed)
         self.explore.clean_changed.connect(lambda _r: self._maybe_ready())
 
