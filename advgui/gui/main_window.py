@@ -35,8 +35,14 @@ def _harden_tab(s: Session) -> QWidget:
     return HardenTab(s)
 
 
+def _gan_tab(s: Session) -> QWidget:
+    from .gan import GanTab
+    return GanTab(s)
+
+
 # (title, factory): the tabs after Explore. A new view adds itself here.
-TABS: list[tuple[str, Callable[[Session], QWidget]]] = [("Batch", _batch_tab), ("Harden", _harden_tab)]
+TABS: list[tuple[str, Callable[[Session], QWidget]]] = [("Batch", _batch_tab), ("Harden", _harden_tab),
+                                                        ("GAN", _gan_tab)]
 
 
 class PanelScroll(QScrollArea):
