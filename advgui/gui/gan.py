@@ -275,8 +275,9 @@ class GanTab(QWidget):
         self._set_running(True)
 
     def _data_ready(self, info: Any) -> None:
-        text = f"Training on {info.n_train} images of {info.source}; success measured on {info.val_source}."
-        self._note(text + "".join(f" ({n})" for n in info.notes))
+        notes = "".join(f", {n}" for n in info.notes)
+        self._note(f"Training on {info.n_train} images of {info.source}{notes}; success measured on "
+                   f"{info.val_source}.")
         if info.skipped:
             self._note(f"Skipped {len(info.skipped)} unreadable file{'s' if len(info.skipped) != 1 else ''}: "
                        + "; ".join(Path(s.partition(': ')[0]).name for s in info.skipped[:4])

@@ -277,7 +277,10 @@ class AttackSettings:
 
     def request(self) -> AttackRequest:
         target = self.target if (self.targeted and self.supports_targeted) else None
-        return AttackRequest(self.name, self.params(), target, self.seed)
+        # an attack with a file (an AdvGAN generator) runs with the ε and norm the file fixes, stated in the
+        # request, so the views scale the difference by them and every record names them
+        params = self.resolved_params() if self.file_fields() else self.params()
+        return AttackRequest(self.name, params, target, self.seed)
 
     def describe(self, names: Sequence[str] = ()) -> str:
         """One line for people: ``PGD · ε 0.1255 (32/255) · L∞ · 10 steps · target 3``."""

@@ -75,6 +75,8 @@ def test_gan_trains_saves_and_attacks_everywhere(ready_session, tmp_path):
     a = s.attack
     assert a.name == "advgan" and a.value("generator") == str(weights) and a.params()["eps"] is None
     assert "ε 0.3" in a.describe() and "1×28×28 images" in a.file_description("generator")[0]
+    req = a.request()           # the file's ε and norm, stated (the difference view scales by them)
+    assert req.eps == pytest.approx(0.3) and req.params["norm"] == "linf"
     fin = []
     s.explore.run_finished.connect(fin.append)
     assert s.explore.run(0)

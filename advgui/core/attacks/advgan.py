@@ -18,7 +18,7 @@ from .minimal import _MarginTelemetry, adversarial_margin
 
 @dataclass
 class AdvGAN(_MarginTelemetry, Attack):
-    """One forward pass of a trained AdvGAN generator (``generator``: its .safetensors file).
+    """One forward pass of a trained AdvGAN generator (its .safetensors file).
 
     ``eps`` and ``norm`` default to the generator's own and must equal them when given. The attack reports
     one step (the generator's pass); its loss is the adversarial logit margin (> 0: adversarial), like
