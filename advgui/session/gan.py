@@ -205,11 +205,14 @@ class GanTraining:
         self.progress = 0.0
         self.model_name = ""
         self._classifier: Any = None
+        self._active = False
 
     # -- state ---------------------------------------------------------------------------------------------------
     @property
     def running(self) -> bool:
-        return self.s.runner.current("gan") is not None
+        """A run is under way (until its result or error has been delivered: the job's thread may still be
+        finishing when ``finished`` is emitted, and views then ask this)."""
+        return self._active and self.s.runner.current("gan") is not None
 
     def checkpoint_path(self) -> Path:
         """The checkpoint of the window's model: ``gan/<model>.ckpt.safetensors`` in the configuration folder."""
@@ -295,6 +298,7 @@ class GanTraining:
         self.losses = Series(LOSS_KEYS)
         self.last_batch, self.saved_path, self.cancelled, self.resumed = None, None, False, resume
         self.phase, self.progress = "loading the data…", 0.0
+        self._active = True
         s.runner.start("gan", train_job, s.model.classifier, r, ckpt, resume, on_yield=self._event,
                        on_return=self._done, on_error=self._error)
         s.set_status(f"{'Continuing' if resume else 'Training'} an AdvGAN generator against {self.model_name} "
@@ -331,6 +335,7 @@ class GanTraining:
             self.data_ready.emit(ev)
 
     def _done(self, res: Any) -> None:
+        self._active = False
         self.result = res
         cancelled = self.cancelled or res is None or bool(res.cancelled)
         self.s.set_status("GAN training cancelled (the checkpoint keeps it)" if cancelled else
@@ -339,6 +344,7 @@ class GanTraining:
         self.finished.emit(cancelled)
 
     def _error(self, e: BaseException) -> None:
+        self._active = False
         msg = message_from(e, "gan", self.s.device)
         self.s.notify(Message(f"GAN training failed: {msg.text}", "error", msg.code, msg.details, "gan"))
         self.checkpoint_changed.emit()

@@ -73,7 +73,6 @@ def test_train_save_and_use_as_attack(qtbot, window, tmp_path, monkeypatch):
     assert done.args[0].n == 50 and bt.row_count() == 50 and not w.banner.isVisible()
 
 
-@pytest.mark.slow
 def test_cancel_then_continue(qtbot, window):
     w = window
     tab = _quick(w, epochs=3, images=600)

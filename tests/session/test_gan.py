@@ -98,11 +98,15 @@ def test_gan_trains_saves_and_attacks_everywhere(ready_session, tmp_path):
     c.record_changed.connect(recs.append)
     c.set_active(True)
     pump(s, lambda: c.model_b is not None and recs)
-    recs.clear()
     fin.clear()
     s.explore.run(1)
-    pump(s, lambda: fin and recs and recs[-1].final is not None)
-    assert recs[-1].request.attack == "advgan" and c.state().model_name == "demo-robust"
+
+    def b_attacked() -> bool:
+        r = c.record
+        return bool(fin) and r is not None and r.index == 1 and r.final is not None and not s.runner.current(
+            "compare")
+    pump(s, b_attacked)
+    assert c.record.request.attack == "advgan" and c.state().model_name == "demo-robust"
     assert np.abs(c.state().adv - c.state().clean).max() <= 0.3 + 1e-6
 
 
