@@ -629,7 +629,7 @@ def checkpoint_status(path: str | os.PathLike) -> Optional[dict[str, Any]]:
                              path=str(p)) from None
     return {"epoch": state["epoch"], "batch": state["batch"], "batches": state["batches"],
             "epochs": state["config"]["epochs"], "complete": state["complete"], "config": state["config"],
-            "model": state["model"]}
+            "model": state["model"], "n_train": state.get("n_train"), "data": state.get("data", "")}
 
 
 # -- saving and loading generators ---------------------------------------------------------------------
@@ -674,6 +674,25 @@ def read_generator_spec(path: str | os.PathLike) -> tuple[GeneratorSpec, dict[st
     """The description of a generator file without loading its weights: (spec, other metadata)."""
     _, meta = _read_safetensors(path, "generator file", "generator-file", tensors=False)
     return _spec_from_meta(path, meta)
+
+
+def describe_generator(path: str | os.PathLike) -> str:
+    """One line about a generator file for people (a front end shows it under the file field), e.g.
+    ``1×28×28 images · L∞ ε 0.2 (= 51/255) · untargeted · trained against demo``. Raises GeneratorError."""
+    spec, info = read_generator_spec(path)
+    bound = ("L∞" if spec.norm == "linf" else "L2") + f" ε {spec.eps:.4g}"
+    if spec.norm == "linf":
+        bound += f" (= {spec.eps * 255:.3g}/255)"
+    against = info.get("trained_against") or {}
+    aim = "untargeted"
+    if spec.target is not None:
+        names = against.get("class_names") or []
+        aim = f"towards class {spec.target}" + (f" ({names[spec.target]})" if spec.target < len(names)
+                                                  and str(names[spec.target]) != str(spec.target) else "")
+    parts = [f"{spec.shape_text()} images", bound, aim]
+    if against.get("spec"):
+        parts.append(f"trained against {Path(str(against['spec'])).name}")
+    return " · ".join(parts)
 
 
 def _spec_from_meta(path: str | os.PathLike, meta: dict[str, str]) -> tuple[GeneratorSpec, dict[str, Any]]:

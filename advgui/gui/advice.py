@@ -50,6 +50,9 @@ def banner(session: Session, msg: Message, open_dialog: Callable[..., Any]) -> t
             extra = d.get("extra", "models")
             return (f"This model needs the optional '{extra}' packages. Install them with: "
                     f"pip install 'advgui[{extra}]', then open it again.", [])
+    if code == "generator-missing":
+        return ("AdvGAN needs a generator file: choose one under Generator in the Attack panel, or train one in "
+                "the GAN tab.", [])
     if code == "black-box-only":
         return (f"{d.get('attack', 'This attack')} needs gradients, which this model does not have "
                 f"({d.get('reason') or 'it runs outside torch'}). Choose a score-based attack such as Square.", [])

@@ -17,7 +17,8 @@ The window is shown and painted before torch is imported; the first paint then s
 Hidden options for screenshots and benchmarks: ``--autorun MODE`` (or ``ADVGUI_AUTORUN``): ``run``, ``batch``,
 ``presentation``, ``pause:N`` (pause once N steps are on screen), ``compare[:SPEC]``, ``harden[:EPOCHS[:N]]``,
 ``evaluate[:SUITE[:N]]`` (the Evaluate tab on at most N images),
-``explain[:DETECTOR_FILE]`` (explanation overlays on, a detector loaded, then run).
+``explain[:DETECTOR_FILE]`` (explanation overlays on, a detector loaded, then run),
+``gan[:EPOCHS[:N]]``.
 ``ADVGUI_FIRST_PAINT=1`` prints the seconds from ``ADVGUI_LAUNCH_T0`` to the first paint, and quits.
 ``ADVGUI_SMOKE=1`` (CI's check of the README's first command) loads the demo, presses F5, checks that the three
 image views and the curves were drawn, prints one ``smoke: ...`` line and quits with 0, or 1 when something is
@@ -201,6 +202,14 @@ def autorun(win: Any, mode: str) -> None:
         if arg:
             s.detect.load(arg)
         win.act_run.trigger()
+        return
+    if head == "gan":                    # gan[:EPOCHS[:N]]: train a generator on N digits in the GAN tab
+        parts = arg.split(":") if arg else []
+        tab = win.tab["GAN"]
+        win.tabs.setCurrentWidget(tab)
+        tab.epochs.setValue(int(parts[0]) if parts and parts[0] else 1)
+        tab.max_images.setValue(int(parts[1]) if len(parts) > 1 and parts[1] else 400)
+        tab.train_btn.click()
         return
     if head == "batch":
         win.act_batch.trigger()

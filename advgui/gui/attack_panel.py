@@ -172,17 +172,21 @@ class AttackPanel(QWidget):
             ed = EpsEditor()
             ed.valueChanged.connect(set_)
             bl.addWidget(ed, 1)
-            bound = QCheckBox("limit")
-            bound.setToolTip("Minimal-norm attacks find the smallest perturbation; tick to also bound it by ε")
+            bound = QCheckBox("limit" if not f.auto else "set")
+            bound.setToolTip("Minimal-norm attacks find the smallest perturbation; tick to also bound it by ε"
+                             if not f.auto else f"Unticked: {f.auto}; ticked: this ε (it must be {f.auto})")
             bound.toggled.connect(lambda on: self._user(lambda: self.a.set_eps_bounded(on)))
             bound.setVisible(f.optional)
             bl.addWidget(bound)
             box.editor, box.bound = ed, bound  # type: ignore[attr-defined]
             return box
+        if f.kind == "file":
+            from .file_field import FileField
+            return FileField(f, lambda p, k=f.name: self._user(lambda: self.s.set_attack_file(k, p)))
         if f.kind == "choice":
             w = QComboBox()
             for c in f.choices:
-                w.addItem(NORM_NAMES.get(c, c), c)
+                w.addItem(f.auto or "auto" if c is None else NORM_NAMES.get(c, c), c)
             w.setEnabled(len(f.choices) > 1)
             w.activated.connect(lambda i, w=w: set_(w.itemData(i)))
             return w
@@ -219,8 +223,15 @@ class AttackPanel(QWidget):
             bounded = self.a.eps_bounded
             w.bound.setChecked(bounded)  # type: ignore[attr-defined]
             w.editor.setEnabled(bounded)  # type: ignore[attr-defined]
-            if abs(w.editor.value() - self.a.eps) > 1e-9:  # type: ignore[attr-defined]
-                w.editor.setValue(self.a.eps)  # type: ignore[attr-defined]
+            shown = self.a.eps
+            if not bounded and f.auto:       # unbounded means "the file's own ε": show that one
+                own = self.a.resolved_params().get("eps")
+                shown = own if isinstance(own, (int, float)) else shown
+            if abs(w.editor.value() - shown) > 1e-9:  # type: ignore[attr-defined]
+                w.editor.setValue(shown)  # type: ignore[attr-defined]
+        elif f.kind == "file":
+            info = self.a.file_description(f.name)
+            w.show_value("" if v is None else str(v), *info)  # type: ignore[attr-defined]
         elif isinstance(w, QComboBox):
             w.setCurrentIndex(max(0, w.findData(v)))
         elif isinstance(w, QCheckBox):

@@ -40,9 +40,14 @@ def _evaluate_tab(s: Session) -> QWidget:
     return EvaluateTab(s)
 
 
+def _gan_tab(s: Session) -> QWidget:
+    from .gan import GanTab
+    return GanTab(s)
+
+
 # (title, factory): the tabs after Explore. A new view adds itself here.
 TABS: list[tuple[str, Callable[[Session], QWidget]]] = [("Batch", _batch_tab), ("Harden", _harden_tab),
-                                                        ("Evaluate", _evaluate_tab)]
+                                                        ("Evaluate", _evaluate_tab), ("GAN", _gan_tab)]
 
 
 def icon_path() -> Optional[Path]:

@@ -19,7 +19,8 @@ from .records import AttackRequest
 NORM_NAMES = {"linf": "L∞", "l2": "L2", "l1": "L1", "l0": "L0"}
 # how attack names are written for people (one casing everywhere); unknown ones use the class's ``title``
 TITLES = {"fgsm": "FGSM", "bim": "BIM", "pgd": "PGD", "mifgsm": "MI-FGSM", "deepfool": "DeepFool",
-          "cw": "C&W-L2", "apgd": "APGD", "apgd-dlr": "APGD-DLR", "apgd-t": "APGD-T", "square": "Square"}
+          "cw": "C&W-L2", "apgd": "APGD", "apgd-dlr": "APGD-DLR", "apgd-t": "APGD-T", "square": "Square",
+          "advgan": "AdvGAN"}
 LABELS = {"eps": "ε", "norm": "Norm", "steps": "Steps", "step_size": "Step size", "restarts": "Restarts",
           "random_start": "Random start", "stop_on_success": "Early stop", "decay": "Momentum",
           "lr": "Learning rate", "c": "c (initial)", "binary_steps": "Binary search", "overshoot": "Overshoot",
@@ -63,6 +64,9 @@ class FieldSpec:
     label: str
     tooltip: str = ""
     choices: tuple = ()
+    file_filter: str = ""     # kind "file": the file dialog's filter
+    describe: str = ""        # kind "file": "module:function" giving a one-line description of a chosen file
+    auto: str = ""            # what None means, for people ("the generator's ε"); "" → "auto"
 
 
 def _kind(cls: type, f: dataclasses.Field) -> tuple[str, bool]:
@@ -96,13 +100,29 @@ def field_specs(cls: type) -> list[FieldSpec]:
         if kind == "other":
             continue
         default = f.default if f.default is not dataclasses.MISSING else None
+        meta = f.metadata or {}
         choices: tuple = ()
         if f.name == "norm":
             kind, choices = "choice", tuple(getattr(cls, "norms", ("linf",)))
-        label = LABELS.get(f.name, f.name.replace("_", " ").capitalize())
-        out.append(FieldSpec(f.name, kind, default, optional, label, TOOLTIPS.get(f.name, f"{cls.__name__}.{f.name}"),
-                             choices))
+            if optional:
+                choices = (None, *choices)      # None first: "auto" (e.g. the generator's own norm)
+        if meta.get("file") is not None:
+            kind = "file"
+        label = str(meta.get("label") or LABELS.get(f.name, f.name.replace("_", " ").capitalize()))
+        tip = str(meta.get("tooltip") or TOOLTIPS.get(f.name, f"{cls.__name__}.{f.name}"))
+        out.append(FieldSpec(f.name, kind, default, optional, label, tip, choices,
+                             file_filter=str(meta.get("file") or ""), describe=str(meta.get("describe") or ""),
+                             auto=str(meta.get("auto") or "")))
     return out
+
+
+def describe_file(spec: FieldSpec, path: str) -> str:
+    """The one-line description of a chosen file (``spec.describe``); raises what the describer raises."""
+    import importlib
+    if not spec.describe:
+        return ""
+    mod, _, fn = spec.describe.partition(":")
+    return str(getattr(importlib.import_module(mod), fn)(path))
 
 
 class AttackSettings:
@@ -219,14 +239,62 @@ class AttackSettings:
             p[f.name] = v
         return p
 
+    def file_fields(self) -> list[FieldSpec]:
+        return [f for f in self.fields() if f.kind == "file"]
+
+    def file_description(self, key: str) -> tuple[str, bool]:
+        """(one line about the file chosen for parameter ``key``, whether it could be read): for the line under
+        a file field. ("", True) when no file is chosen."""
+        spec = next((f for f in self.fields() if f.name == key), None)
+        path = self.value(key)
+        if spec is None or not path or not str(path).strip():
+            return "", True
+        try:
+            return describe_file(spec, str(path)), True
+        except Exception as e:  # noqa: BLE001 - any problem with the file is shown as text, not raised
+            return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__, False
+
+    def check(self, classifier: Any) -> Optional[BaseException]:
+        """Whether the current attack, as set up, can run on ``classifier``'s images (its files fit, its ε and
+        norm are allowed): builds it and runs its checks on a blank image of the model's input size. Returns
+        the core's error (whose message names both values of a mismatch), or None."""
+        if self.cls is None or classifier is None:
+            return None
+        try:
+            import torch
+            from advgui.core.attacks import make_attack
+            attack = make_attack(self.name, **self.params())
+            c = int(getattr(classifier, "channels", 3))
+            h, w = (int(v) for v in getattr(classifier, "input_size", (32, 32)))
+            attack.validate(classifier, torch.zeros(1, c, h, w))
+        except Exception as e:  # noqa: BLE001 - returned for the banner
+            return e
+        return None
+
+    def resolved_params(self) -> dict[str, Any]:
+        """The parameters as the attack will use them (an AdvGAN generator fills in its own ε and norm), for
+        display; the raw parameters when the attack cannot be built."""
+        p = self.params()
+        if self.cls is None or not any(v is None for v in p.values()):
+            return p
+        try:
+            from advgui.core.attacks import make_attack
+            a = make_attack(self.name, **p)
+            return {k: getattr(a, k, v) for k, v in p.items()}
+        except Exception:  # noqa: BLE001 - display only
+            return p
+
     def request(self) -> AttackRequest:
         target = self.target if (self.targeted and self.supports_targeted) else None
-        return AttackRequest(self.name, self.params(), target, self.seed)
+        # an attack with a file (an AdvGAN generator) runs with the ε and norm the file fixes, stated in the
+        # request, so the views scale the difference by them and every record names them
+        params = self.resolved_params() if self.file_fields() else self.params()
+        return AttackRequest(self.name, params, target, self.seed)
 
     def describe(self, names: Sequence[str] = ()) -> str:
         """One line for people: ``PGD · ε 0.1255 (32/255) · L∞ · 10 steps · target 3``."""
         from advgui.core.eps import format_eps
-        p = self.params()
+        p = self.resolved_params()
         parts = [self.title()]
         if "eps" in p:
             parts.append("ε unbounded" if p["eps"] is None else f"ε {format_eps(p['eps'])}")

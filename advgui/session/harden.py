@@ -26,6 +26,9 @@ METHODS = [("pgd", "PGD (Madry et al.)", "Projected gradient descent with a rand
             "the standard, strongest and slowest."),
            ("fgsm-rs", "Fast FGSM, random start", "One FGSM step of 1.25·ε from a random start (Wong et al. 2020): "
             "several times faster; watch for catastrophic overfitting."),
+           ("advgan", "AdvGAN game (Xiao et al.)", "A generator learns, one step per batch, to fool the model as it "
+            "trains, and the model learns from its images: cheap (one generator pass per batch), but it hardens "
+            "only against what the generator finds; the curves still measure FGSM and PGD."),
            ("clean", "Clean (no attack)", "Plain training, the baseline: ε is used only to validate and for the "
             "robustness curves.")]
 
@@ -49,7 +52,8 @@ class HardenRequest:
     compare: str = "curves"              # curves (FGSM + PGD over ε) | quick | standard (the evaluation suite)
 
     def describe(self) -> str:
-        what = {"pgd": f"PGD-{self.pgd_steps}", "fgsm-rs": "fast FGSM", "clean": "clean"}.get(self.method, self.method)
+        what = {"pgd": f"PGD-{self.pgd_steps}", "fgsm-rs": "fast FGSM", "clean": "clean",
+                "advgan": "AdvGAN"}.get(self.method, self.method)
         return what if self.method == "clean" else f"{what} ε {self.eps:.3g}"
 
     def config(self) -> Any:

@@ -78,6 +78,8 @@ class Session:
         self.evaluate = Evaluate(self)
         self.explain = ExplainOverlays(self)     # overlays on the Explore views
         self.detect = DetectorPart(self)         # detector scores in Explore, Batch and the export
+        from .gan import GanTraining
+        self.gan = GanTraining(self)
         self.attack.changed.connect(self._attack_changed)
         self.explore.clean_changed.connect(lambda _r: self._maybe_ready())
 
@@ -299,6 +301,17 @@ class Session:
     def _attack_changed(self) -> None:
         if self.attack.registry:
             self.settings.set("attack", self.attack.state())
+
+    def set_attack_file(self, key: str, path: str) -> bool:
+        """Choose the file of a file parameter of the current attack (an AdvGAN generator, …) and check that the
+        attack then fits the model; a file that does not fit is kept (the form says what it is) and the core's
+        reason, naming both values, goes to the banner. Returns whether it fits."""
+        self.attack.set_value(key, str(path).strip() or None)
+        err = self.attack.check(self.model.classifier if self.model is not None else None) if path else None
+        if err is not None:
+            self.notify(message_from(err, "attack"))
+            return False
+        return True
 
     def next_readable(self, start: int) -> int:
         """The first readable image at or after ``start`` (wrapping around), for presentation mode."""

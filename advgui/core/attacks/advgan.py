@@ -7,7 +7,7 @@ size and channel count are fixed by training: a mismatch is refused with both va
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar, Generator, Optional
 
 import torch
@@ -18,7 +18,7 @@ from .minimal import _MarginTelemetry, adversarial_margin
 
 @dataclass
 class AdvGAN(_MarginTelemetry, Attack):
-    """One forward pass of a trained AdvGAN generator (``generator``: its .safetensors file).
+    """One forward pass of a trained AdvGAN generator (its .safetensors file).
 
     ``eps`` and ``norm`` default to the generator's own and must equal them when given. The attack reports
     one step (the generator's pass); its loss is the adversarial logit margin (> 0: adversarial), like
@@ -29,9 +29,13 @@ class AdvGAN(_MarginTelemetry, Attack):
     norms: ClassVar[tuple[str, ...]] = ("linf", "l2")
     needs_generator: ClassVar[bool] = True   # a front end must ask for the ``generator`` file first
 
-    generator: Optional[str] = None
-    eps: Optional[float] = None
-    norm: Optional[str] = None
+    # field metadata for front ends: ``file`` marks a parameter that is a file (with its file-dialog filter),
+    # ``describe`` gives a one-line description of a chosen file, ``auto`` names what None means
+    generator: Optional[str] = field(default=None, metadata={
+        "file": "AdvGAN generator (*.safetensors);;All files (*)", "describe": "advgui.core.gan:describe_generator",
+        "label": "Generator", "tooltip": "A generator trained by 'advgui gan train' or the GAN tab (.safetensors)"})
+    eps: Optional[float] = field(default=None, metadata={"auto": "the generator's ε"})
+    norm: Optional[str] = field(default=None, metadata={"auto": "the generator's"})
 
     def __post_init__(self) -> None:
         # the generator's own bound fills in what was not given, so the manifest records the real ε
