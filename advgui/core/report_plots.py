@@ -107,8 +107,8 @@ def budget_curve(linf: Sequence[Optional[float]], success: Sequence[bool], corre
     n = len(success)
     ok = np.array([bool(c) for c in correct])
     fooled_at = np.array([float(v) if s and v is not None else np.inf for v, s in zip(linf, success)])
-    top = eps if eps else (float(np.max(fooled_at[np.isfinite(fooled_at)])) if np.isfinite(fooled_at).any() else 1.0)
-    top = max(top, 1e-6)
+    seen = float(np.max(fooled_at[np.isfinite(fooled_at)])) if np.isfinite(fooled_at).any() else 0.0
+    top = max(eps or 0.0, seen, 1e-6) * 1.05          # past the largest perturbation, so its drop shows
     xs = np.linspace(0, top, 101)
     acc = [100 * float(np.mean(ok & ~(fooled_at <= x))) if n else math.nan for x in xs]
     ax.plot(xs, acc, color="#d62728", linewidth=2)
