@@ -55,6 +55,7 @@ class Session:
         from .compare import Compare
         from .explore import ExploreRun
         from .harden import Harden
+        from .report import ReportPart
         self.runner = runner or Runner()
         self.settings = settings if settings is not None else SettingsStore()
         self.attack = AttackSettings()
@@ -72,6 +73,7 @@ class Session:
         self.batch = BatchRun(self)
         self.compare = Compare(self)
         self.harden = Harden(self)
+        self.report = ReportPart(self)
         self.attack.changed.connect(self._attack_changed)
         self.explore.clean_changed.connect(lambda _r: self._maybe_ready())
 
