@@ -211,8 +211,8 @@ def test_kill_during_an_encrypted_export_then_resume(tmp_path, digits9, passfile
     out = tmp_path / "enc"
     args = ["attack", "--images", str(digits9), "--attack", "fgsm", "--eps", "0.1", "--batch-size", "4",
             "--out", str(out), "--quiet", "--encrypt", "--passphrase-file", str(passfile)]
-    # every encrypted write goes through atomic_write_bytes: 3 manifest files first (key header is text),
-    # then 3 per image; call 14 is inside the 4th image (the second batch has started)
+    # every encrypted write goes through atomic_write_bytes: manifest.csv and manifest.json first (the key
+    # header is text), then 3 per image; call 14 is the last file of the 4th image, the first batch's last
     env = {**os.environ, "KILL_AT": "14", "ADVGUI_OFFLINE": "1"}
     r = subprocess.run([sys.executable, "-c", KILLER, *args], env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == -9, r.stderr
