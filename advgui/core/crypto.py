@@ -126,47 +126,18 @@ class Key:
     """An X25519 key pair of one export folder or one model file; the secret half is kept wrapped with the
     passphrase (age's scrypt passphrase mode) in ``wrapped``."""
 
-    def __init__(self, identity: Any, wrapped: Optional[bytes]) -> None:
+    def __init__(self, identity: Any, wrapped: bytes) -> None:
         self.identity = identity
         self.recipient = identity.to_public()
-        self._wrapped = wrapped
-        self._wrapping: Any = None          # the thread wrapping a new key (see ``new``)
-        self._error: Optional[BaseException] = None
-
-    @property
-    def wrapped(self) -> bytes:
-        """The secret key wrapped with the passphrase (waits for the background scrypt of a new key)."""
-        if self._wrapping is not None:
-            self._wrapping.join()
-            self._wrapping = None
-        if self._error is not None:
-            raise self._error
-        assert self._wrapped is not None
-        return self._wrapped
+        self.wrapped = wrapped
 
     @classmethod
-    def new(cls, passphrase: str, background: bool = False) -> "Key":
-        """A new random key pair, its secret half wrapped with ``passphrase``. ``background``: the wrapping (age's
-        scrypt, about a second) runs in a thread — it releases the GIL — while files are already encrypted to the
-        public half; ``wrapped`` waits for it."""
+    def new(cls, passphrase: str) -> "Key":
         age = _age()
         if not passphrase:
             raise CryptoError("an empty passphrase is not accepted", code="passphrase-needed")
         ident = age.x25519.Identity.generate()
-        secret = str(ident).encode("ascii")
-        if not background:
-            return cls(ident, age.passphrase.encrypt(secret, passphrase))
-        import threading
-        key = cls(ident, None)
-
-        def wrap() -> None:
-            try:
-                key._wrapped = age.passphrase.encrypt(secret, passphrase)
-            except BaseException as e:  # noqa: BLE001 - raised where ``wrapped`` is read
-                key._error = e
-        key._wrapping = threading.Thread(target=wrap, name="advgui-key-wrap", daemon=True)
-        key._wrapping.start()
-        return key
+        return cls(ident, age.passphrase.encrypt(str(ident).encode("ascii"), passphrase))
 
     @classmethod
     def unlock(cls, wrapped: bytes, passphrase: str, where: str, recipient: Optional[str] = None) -> "Key":
