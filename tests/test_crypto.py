@@ -340,3 +340,19 @@ def test_passphrase_sources(tmp_path, monkeypatch):
     (tmp_path / "empty.txt").write_text("\n")
     with pytest.raises(crypto.CryptoError):
         crypto.read_passphrase(tmp_path / "empty.txt")
+
+
+def test_new_key_is_wrapped_by_a_helper_and_nothing_is_on_disk_before_the_first_file(tmp_path, digits9, demo_model):
+    from advgui.core.data import open_images
+    key = crypto.Key.new(PASS, background=True)
+    assert key._pending is not None                        # the scrypt runs in a helper process
+    assert crypto.Key.unlock(key.wrapped, PASS, "k", str(key.recipient)).recipient == key.recipient
+    images = open_images(digits9, demo_model.class_names)
+    run = {"attack": "fgsm", "params": {"eps": 0.1}, "model": "demo", "images": str(digits9), "seed": 0,
+           "target": None}
+    out = tmp_path / "enc"
+    w = ExportWriter(out, classifier=demo_model, image_set=images, run_info=run, passphrase=PASS)
+    assert sorted(p.name for p in out.iterdir()) == [".advgui-export.lock"]    # a kill now leaves an empty folder
+    w.close()                                              # nothing attacked: still a resumable encrypted export
+    assert {"encryption.json", "manifest.json.enc", "manifest.csv.enc"} <= {p.name for p in out.iterdir()}
+    assert read_export_settings(out, passphrase=PASS).images_done == 0

@@ -122,22 +122,77 @@ def scrypt_params(wrapped: bytes) -> dict[str, Any]:
     return {"name": "scrypt", "salt": m.group(1).decode(), "log2_n": int(m.group(2)), "r": 8, "p": 1}
 
 
+# the helper process of Key.new(background=True): reads {"secret", "passphrase"} as JSON on stdin, prints the
+# age passphrase file of the secret in base64 (-I: isolated, imports nothing of the user's)
+_WRAP_HELPER = ("import base64, json, sys, pyrage; d = json.loads(sys.stdin.buffer.read()); "
+                "sys.stdout.write(base64.b64encode(pyrage.passphrase.encrypt(d['secret'].encode('ascii'), "
+                "d['passphrase'])).decode())")
+
+
+def _wrap_secret(secret: bytes, passphrase: str) -> bytes:
+    """age's passphrase mode (scrypt with a random salt) over a secret key (a function of the module, so that a
+    helper process can run it)."""
+    return _age().passphrase.encrypt(secret, passphrase)
+
+
 class Key:
     """An X25519 key pair of one export folder or one model file; the secret half is kept wrapped with the
     passphrase (age's scrypt passphrase mode) in ``wrapped``."""
 
-    def __init__(self, identity: Any, wrapped: bytes) -> None:
+    def __init__(self, identity: Any, wrapped: Optional[bytes]) -> None:
         self.identity = identity
         self.recipient = identity.to_public()
-        self.wrapped = wrapped
+        self._wrapped = wrapped
+        self._pending: Any = None           # the helper process wrapping a new key (see ``new``)
+        self._passphrase: Optional[str] = None
+
+    @property
+    def wrapped(self) -> bytes:
+        """The secret key wrapped with the passphrase (waits for the background wrapping of a new key)."""
+        if self._wrapped is None:
+            proc, self._pending = self._pending, None
+            if proc is not None:
+                try:
+                    assert proc.stdout is not None
+                    out = proc.stdout.read()
+                    proc.stdout.close()
+                    if proc.wait(timeout=600) == 0:
+                        self._wrapped = base64.b64decode(out.strip(), validate=True)
+                except Exception:  # noqa: BLE001 - the helper failed: wrap here instead
+                    proc.kill()
+            if self._wrapped is None:
+                self._wrapped = _wrap_secret(str(self.identity).encode("ascii"), self._passphrase or "")
+            self._passphrase = None
+        return self._wrapped
 
     @classmethod
-    def new(cls, passphrase: str) -> "Key":
+    def new(cls, passphrase: str, background: bool = False) -> "Key":
+        """A new random key pair, its secret half wrapped with ``passphrase``. ``background``: the wrapping (age's
+        scrypt, about a second of CPU, which pyrage runs holding the GIL) runs in a helper Python process — the
+        secret and the passphrase go to it through a pipe, never through the disk or its command line — while
+        files are already encrypted to the public half; ``wrapped`` waits for it (and wraps in this process if
+        the helper cannot run, e.g. in a frozen application)."""
         age = _age()
         if not passphrase:
             raise CryptoError("an empty passphrase is not accepted", code="passphrase-needed")
         ident = age.x25519.Identity.generate()
-        return cls(ident, age.passphrase.encrypt(str(ident).encode("ascii"), passphrase))
+        secret = str(ident).encode("ascii")
+        if not background:
+            return cls(ident, _wrap_secret(secret, passphrase))
+        key = cls(ident, None)
+        key._passphrase = passphrase
+        if not getattr(sys, "frozen", False) and sys.executable:
+            import subprocess
+            try:
+                proc = subprocess.Popen([sys.executable, "-I", "-c", _WRAP_HELPER], stdin=subprocess.PIPE,
+                                        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+                assert proc.stdin is not None
+                proc.stdin.write(json.dumps({"secret": secret.decode("ascii"), "passphrase": passphrase}).encode())
+                proc.stdin.close()        # a few hundred bytes: fits the pipe, the helper reads them at once
+                key._pending = proc
+            except Exception:  # noqa: BLE001 - no helper here: ``wrapped`` wraps in this process
+                key._pending = None
+        return key
 
     @classmethod
     def unlock(cls, wrapped: bytes, passphrase: str, where: str, recipient: Optional[str] = None) -> "Key":

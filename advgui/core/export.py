@@ -640,6 +640,7 @@ class ExportWriter:
         self.row_extras = row_extras
         self.passphrase = passphrase
         self.files = PLAIN
+        self._header_pending = False          # an encrypted export's key header is not on disk yet
         self.out = Path(out_dir).expanduser()
         self.clf = classifier
         self.images = image_set
@@ -718,18 +719,27 @@ class ExportWriter:
                                   "run": st.doc.get("run")})
 
     def _start_new(self) -> None:
-        if self.passphrase:
-            from .crypto import KEY_FILE, Key, folder_header
-            self.files = Files(Key.new(self.passphrase))
-            try:      # the key header first: every encrypted file after it can be decrypted
-                atomic_write_text(self.out / KEY_FILE, folder_header(self.files.key))
-            except OSError as e:
-                raise self._write_error(self.out / KEY_FILE, e) from None
         self.rows = {}
         self._row_text = {}
         self.in_progress = set()
+        if self.passphrase:
+            # the key's scrypt (about a second) runs in a helper process while the first batch is attacked; the key
+            # header, the manifest header and the journal are written before the first file (``_journal_line``),
+            # so the folder is resumable from its first file, as a plain one
+            from .crypto import Key
+            self.files = Files(Key.new(self.passphrase, background=True))
+            self._header_pending = True
+            return
         self._write_manifest(complete=False)        # the header: resumable before the first image
         self._open_journal(truncate=True)
+
+    def _write_key_header(self) -> None:
+        from .crypto import KEY_FILE, folder_header
+        self._header_pending = False
+        try:      # before any encrypted file: every file after it can be decrypted
+            atomic_write_text(self.out / KEY_FILE, folder_header(self.files.key))
+        except OSError as e:
+            raise self._write_error(self.out / KEY_FILE, e) from None
 
     def _resume(self) -> None:
         from .crypto import is_encrypted_folder
@@ -899,6 +909,8 @@ class ExportWriter:
                            + "\n")
 
     def _journal_line(self, line: str) -> None:
+        if self._header_pending:
+            self._compact()                     # key header, manifest header, empty journal
         if self._journal_fd is None:
             self._open_journal(truncate=False)
         try:
@@ -934,7 +946,7 @@ class ExportWriter:
     def set_warnings(self, warnings: Sequence[Any]) -> None:
         """Model-check flags (``{code, message}``) for the manifest; rewrites the header when nothing is written yet."""
         self.warnings = [_warning_dict(w) for w in warnings]
-        if not self.written_now:
+        if not self.written_now and not self._header_pending:
             self._compact()
 
     # writing --------------------------------------------------------------------------------------------
@@ -1093,6 +1105,8 @@ class ExportWriter:
 
     def _write_manifest(self, complete: bool, summary: Optional[SetSummary] = None,
                         skipped: Sequence[Skipped] = ()) -> None:
+        if self._header_pending:
+            self._write_key_header()
         rows = self._ordered_rows()
         skipped = list(skipped) or list(self.images.skipped)
         listed = {f for r in rows for f in _row_files(r)}
