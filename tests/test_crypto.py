@@ -346,7 +346,7 @@ def test_new_key_is_wrapped_by_a_helper_and_nothing_is_on_disk_before_the_first_
     from advgui.core.data import open_images
     key = crypto.Key.new(PASS, background=True)
     assert key._pending is not None                        # the scrypt runs in a helper process
-    assert crypto.Key.unlock(key.wrapped, PASS, "k", str(key.recipient)).recipient == key.recipient
+    assert str(crypto.Key.unlock(key.wrapped, PASS, "k", str(key.recipient)).recipient) == str(key.recipient)
     images = open_images(digits9, demo_model.class_names)
     run = {"attack": "fgsm", "params": {"eps": 0.1}, "model": "demo", "images": str(digits9), "seed": 0,
            "target": None}
