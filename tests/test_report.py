@@ -76,6 +76,8 @@ def test_report_numbers_match_the_runs_it_was_built_from(runs, tmp_path):
     assert head["worst_accuracy"]["value"] == rj["worst"]["accuracy"][-1]
     assert head["clean_accuracy"]["value"] == rj["clean_accuracy"]
     assert ev["numbers"]["attacks"]["pgd"] == rj["attacks"]["pgd"]["accuracy"]
+    eval_html = html.split('id="run2"', 1)[1].split('id="run3"', 1)[0]
+    assert rj["versions"]["numpy"] and f"<td>numpy</td><td>{rj['versions']['numpy']}</td>" in eval_html
     # the suite: robust accuracy and its interval are robustness.json's; the card's fields are shown
     sj = json.loads((runs / "suite" / "robustness.json").read_text())
     head = {m["key"]: m for m in su["headline"]}

@@ -126,6 +126,7 @@ class RobustnessReport:
             "worst": {"accuracy": self.worst, "accuracy_8bit": self.worst8},
             "warnings": [w.to_dict() for w in self.warnings], "skipped": self.skipped,
             "elapsed": self.elapsed, "cancelled": self.cancelled, "settings": _jsonable(self.settings),
+            "versions": _versions(),
             "monotone": "an image fooled at a smaller eps counts as fooled at every larger eps; raw_accuracy "
                         "is as measured",
         }
@@ -165,6 +166,11 @@ class RobustnessReport:
             if have_matplotlib():
                 paths["png"] = plot_curves(self, d / f"{stem}.png")
         return paths
+
+
+def _versions() -> dict[str, Any]:
+    from .export import versions
+    return versions()
 
 
 def _jsonable(v: Any) -> Any:
