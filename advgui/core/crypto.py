@@ -59,14 +59,6 @@ def _age() -> Any:
     return pyrage
 
 
-def have_crypto() -> bool:
-    try:
-        import pyrage  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
 # -- the passphrase -----------------------------------------------------------------------------------------
 
 def read_passphrase(passphrase_file: Optional[str | os.PathLike] = None, *, prompt: Optional[str] = None,
@@ -419,10 +411,3 @@ def decrypt_file(src: str | os.PathLike, dst: str | os.PathLike, passphrase: str
         with open(tmp, "wb") as out:
             _decrypt_stream(p, passphrase, lambda h: _Sink(h.size, out))
     return atomic_write_with(dst, write)
-
-
-def plaintext_name(path: str | os.PathLike) -> str:
-    """The name an encrypted file was encrypted from (its header), e.g. ``model.safetensors``."""
-    p = Path(path)
-    with open(p, "rb") as fh:
-        return _read_header(fh, str(p)).name
