@@ -97,11 +97,26 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="continue an interrupted export in --out (refused when its recorded settings differ)")
     o.add_argument("--overwrite", action="store_true",
                    help="replace an earlier advgui export in --out: deletes only the files its manifest lists")
+    o.add_argument("--encrypt", action="store_true",
+                   help="encrypt every image, tensor, manifest and journal line written to --out (age, key from "
+                        "the passphrase by scrypt); read it back with `advgui decrypt DIR --out PLAIN_DIR`. "
+                        "An encrypted export is resumed with --resume and the same passphrase")
     o.add_argument("--detector", metavar="FILE",
                    help="a detector saved by `advgui detect`: its scores of the clean and adversarial images "
                         "go into the manifest (docs/detect.md)")
     o.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
+
+
+def export_passphrase(args: argparse.Namespace) -> Optional[str]:
+    """The passphrase for --encrypt, or for resuming/overwriting a folder that holds an encrypted export."""
+    from ..core.crypto import is_encrypted_folder
+    from .common import passphrase_from_args
+    folder_encrypted = bool(args.out) and (args.resume or args.overwrite) and is_encrypted_folder(args.out)
+    if not (args.encrypt or folder_encrypted):
+        return None
+    return passphrase_from_args(args, f"the encrypted export {args.out}",
+                                confirm=args.encrypt and not folder_encrypted)
 
 
 def resolve_target(text: Optional[str], class_names: list[str]) -> Optional[int]:
@@ -177,6 +192,8 @@ def run(args: argparse.Namespace) -> int:
         raise CliError("--resume and --overwrite exclude each other")
     if (args.resume or args.overwrite) and not args.out:
         raise CliError("--resume/--overwrite need --out DIR")
+    if args.encrypt and not args.out:
+        raise CliError("--encrypt needs --out DIR")
     attack = build_attack(args)  # parameter errors before loading anything
     clf = load_model_from_args(args)
     from ..core.attacks.base import check_attack_fits
@@ -200,7 +217,7 @@ def run(args: argparse.Namespace) -> int:
         # the folder is checked (location, writable, lock, contents) before anything is attacked
         writer = ExportWriter(args.out, classifier=clf, image_set=images, run_info=run_info,
                               overwrite=args.overwrite, resume=args.resume, program="advgui attack",
-                              row_extras=extras)
+                              row_extras=extras, passphrase=export_passphrase(args))
     try:
         warnings = model_checks(clf, images)
         if writer is not None:
@@ -322,7 +339,10 @@ def print_summary(attack, clf, images, s, totals, skipped, wall, writer, warning
             print(f"    {sk}", file=out)
         if len(skipped) > 10:
             print(f"    … and {len(skipped) - 10} more (see the manifest)", file=out)
-    if writer is not None:
+    if writer is not None and writer.encrypted:
+        print(f"  wrote                 {writer.out}/ encrypted (*.enc; key header encryption.json); read it "
+              f"with: advgui decrypt {writer.out} --out PLAIN_DIR", file=out)
+    elif writer is not None:
         print(f"  wrote                 {writer.out}/ (clean/, adv/, adv_float/, manifest.csv, manifest.json)",
               file=out)
     if not images.labelled or images.other_folders or images.loose_files:

@@ -46,6 +46,28 @@ def add_model_options(p: argparse.ArgumentParser, *, required: bool = False, def
                    help="auto picks CUDA, then MPS, then the CPU (default: auto)")
     # the old name of --trust-code stays accepted but is not listed
     g.add_argument("--trust-pickle", dest="trust_code", action="store_true", help=argparse.SUPPRESS)
+    add_passphrase_option(g)
+
+
+def add_passphrase_option(p) -> None:
+    """``--passphrase-file``: for an encrypted model (.enc) and encrypted exports (added once per parser)."""
+    if any("--passphrase-file" in a.option_strings for a in getattr(p, "_actions", [])):
+        return
+    p.add_argument("--passphrase-file", metavar="FILE",
+                   help="the passphrase of an encrypted model file (.enc) or export, on the file's first line "
+                        "(else $ADVGUI_PASSPHRASE, else asked on the terminal); needs the 'crypto' extra")
+
+
+def passphrase_from_args(args: argparse.Namespace, what: str, confirm: bool = False) -> str:
+    """The passphrase for ``what`` (named in the prompt): --passphrase-file, $ADVGUI_PASSPHRASE or a prompt."""
+    from ..core.crypto import read_passphrase
+    return read_passphrase(getattr(args, "passphrase_file", None), prompt=f"passphrase for {what}: ",
+                           confirm=confirm)
+
+
+def _is_encrypted(path) -> bool:
+    from ..core.crypto import SUFFIX, is_encrypted_file
+    return path is not None and (str(path).endswith(SUFFIX) or is_encrypted_file(path))
 
 
 def _download_progress():
@@ -72,7 +94,9 @@ def load_model_from_args(args: argparse.Namespace):
     spec = str(args.model)
     # a download starts only when the user named pretrained weights: torchvision:ARCH:WEIGHTS
     named = spec.startswith("torchvision:") and len(spec.split(":")) == 3 and bool(spec.split(":")[2])
-    return load_model(spec, weights=args.weights, labels=args.labels,
+    enc = next((p for p in (spec, args.weights) if _is_encrypted(p)), None)
+    passphrase = passphrase_from_args(args, str(enc)) if enc is not None else None
+    return load_model(spec, weights=args.weights, labels=args.labels, passphrase=passphrase,
                       trust_code=getattr(args, "trust_code", False), device=args.device,
                       input_size=getattr(args, "input_size", None), channels=getattr(args, "channels", None),
                       mean=getattr(args, "mean", None), std=getattr(args, "std", None),

@@ -218,6 +218,9 @@ def run(args: argparse.Namespace) -> int:
             print(f"advgui eval: error: cannot write to {args.out}: {e.strerror or e}", file=sys.stderr)
             return 1
         print("wrote " + ", ".join(str(p) for p in paths.values()), file=sys.stderr)
+        if "png" not in paths:
+            print("advgui eval: note: robustness.png needs the 'report' extra: pip install 'advgui[report]'",
+                  file=sys.stderr)
     return 130 if report.cancelled else 0
 
 

@@ -126,6 +126,7 @@ class RobustnessReport:
             "worst": {"accuracy": self.worst, "accuracy_8bit": self.worst8},
             "warnings": [w.to_dict() for w in self.warnings], "skipped": self.skipped,
             "elapsed": self.elapsed, "cancelled": self.cancelled, "settings": _jsonable(self.settings),
+            "versions": _versions(),
             "monotone": "an image fooled at a smaller eps counts as fooled at every larger eps; raw_accuracy "
                         "is as measured",
         }
@@ -153,15 +154,23 @@ class RobustnessReport:
         return "\n".join(lines)
 
     def save(self, out_dir: str | os.PathLike, stem: str = "robustness", plot: bool = True) -> dict[str, Path]:
-        """Write ``stem``.csv, .json and (with ``plot``) .png into ``out_dir`` atomically."""
+        """Write ``stem``.csv, .json and (with ``plot``, when matplotlib is installed: the 'report' extra) .png
+        into ``out_dir`` atomically."""
         d = Path(out_dir)
         d.mkdir(parents=True, exist_ok=True)
         paths = {"csv": atomic_write_text(d / f"{stem}.csv", self.to_csv()),
                  "json": atomic_write_text(d / f"{stem}.json",
                                      json.dumps(_jsonable(self.to_dict()), indent=2, allow_nan=False) + "\n")}
         if plot:
-            paths["png"] = plot_curves(self, d / f"{stem}.png")
+            from .report_plots import have_matplotlib
+            if have_matplotlib():
+                paths["png"] = plot_curves(self, d / f"{stem}.png")
         return paths
+
+
+def _versions() -> dict[str, Any]:
+    from .export import versions
+    return versions()
 
 
 def _jsonable(v: Any) -> Any:
@@ -294,76 +303,13 @@ def evaluate_robustness(classifier: torch.nn.Module, images: torch.Tensor, label
     )
 
 
-# -- the plot (Pillow only: no plotting library is a dependency) ----------------------------------------
-
-_COLORS = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75),
-           (227, 119, 194), (23, 190, 207)]
-
-
-def _font(size: int):
-    from PIL import ImageFont
-    try:
-        return ImageFont.load_default(size=size)
-    except TypeError:  # Pillow < 10.1
-        return ImageFont.load_default()
-
-
-def _eps_tick(e: float) -> str:
-    if e == 0:
-        return "0"
-    frac = as_255_fraction(e)
-    return frac if frac else f"{e:.3g}"
-
+# -- the plot: matplotlib's Agg backend (the 'report' extra) -------------------------------------------------
 
 def plot_curves(report: RobustnessReport, path: str | os.PathLike, size: tuple[int, int] = (800, 520)) -> Path:
-    """Draw accuracy (%) against ε: one line per attack and a thick dashed black worst case."""
-    from PIL import Image, ImageDraw
-    W, H = size
-    img = Image.new("RGB", (W, H), "white")
-    d = ImageDraw.Draw(img)
-    f_small, f_mid = _font(13), _font(16)
-    left, right, top, bottom = 70, W - 190, 50, H - 65
-    # ASCII labels: Pillow's built-in font has no Greek letters
-    title = f"Accuracy vs eps ({report.norm}): {report.model or 'model'}, {report.n} images"
-    d.text((left, 15), title, fill="black", font=f_mid)
-    emax = max(report.eps) if report.eps and max(report.eps) > 0 else 1.0
-    X = lambda e: left + (right - left) * (e / emax)  # noqa: E731
-    Y = lambda a: bottom - (bottom - top) * a  # noqa: E731
-    for pct in range(0, 101, 20):
-        yy = Y(pct / 100)
-        d.line([(left, yy), (right, yy)], fill=(225, 225, 225))
-        d.text((left - 8, yy), f"{pct}%", fill="black", font=f_small, anchor="rm")
-    last_x = -1e9
-    for e in report.eps:
-        xx = X(e)
-        d.line([(xx, bottom), (xx, bottom + 5)], fill="black")
-        if xx - last_x >= 42:
-            d.text((xx, bottom + 8), _eps_tick(e), fill="black", font=f_small, anchor="ma")
-            last_x = xx
-    d.rectangle([left, top, right, bottom], outline="black")
-    d.text(((left + right) / 2, H - 25), "eps (pixel units, images in [0, 1])", fill="black", font=f_small, anchor="mm")
-    series = [(name, c.acc, _COLORS[i % len(_COLORS)], 2, False) for i, (name, c) in enumerate(report.curves.items())]
-    series.append(("worst case", report.worst, (0, 0, 0), 4, True))
-    for name, acc, color, width, dashed in series:
-        pts = [(X(e), Y(a)) for e, a in zip(report.eps, acc) if math.isfinite(a)]
-        for (x0, y0), (x1, y1) in zip(pts, pts[1:]):
-            if dashed:
-                segs = max(1, int(math.hypot(x1 - x0, y1 - y0) / 10))
-                for s in range(0, segs, 2):
-                    a0, a1 = s / segs, min(1.0, (s + 1) / segs)
-                    d.line([(x0 + (x1 - x0) * a0, y0 + (y1 - y0) * a0), (x0 + (x1 - x0) * a1, y0 + (y1 - y0) * a1)],
-                           fill=color, width=width)
-            else:
-                d.line([(x0, y0), (x1, y1)], fill=color, width=width)
-        for px, py in pts:
-            d.ellipse([px - 4, py - 4, px + 4, py + 4], fill=color)
-    ly = top + 5
-    for name, _acc, color, width, _dashed in series:
-        d.line([(right + 15, ly + 8), (right + 45, ly + 8)], fill=color, width=width)
-        d.text((right + 52, ly + 8), name, fill="black", font=f_small, anchor="lm")
-        ly += 24
-    if report.warnings:
-        d.text((right + 15, ly + 10), f"{len(report.warnings)} warning(s):\nsee the JSON", fill=(200, 0, 0), font=f_small)
-    buf = io.BytesIO()
-    img.save(buf, format="PNG")
-    return atomic_write_bytes(path, buf.getvalue())
+    """Accuracy (%) against ε: one line per attack and a thick dashed black worst case, written atomically.
+    Needs matplotlib (the 'report' extra); MissingExtra names the pip command when it is missing."""
+    from .report_plots import accuracy_curves
+    png = accuracy_curves(report.eps, [(name, c.acc) for name, c in report.curves.items()], report.worst,
+                          title=f"Accuracy vs ε ({report.norm}): {report.model or 'model'}, {report.n} images",
+                          norm=report.norm, n_warnings=len(report.warnings), size=(size[0] / 100, size[1] / 100))
+    return atomic_write_bytes(path, png)

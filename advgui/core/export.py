@@ -75,6 +75,70 @@ class ExportError(UserError):
     code = "export"
 
 
+class Files:
+    """How the writer's files reach the disk: as they are, or encrypted with a folder key (``crypto.Key``).
+
+    Rows, the journal and the manifest always use the plaintext names (``clean/a.png``); an encrypted file lies
+    at that name plus ``.enc`` and holds the age ciphertext of its plaintext (docs/export.md, "Encrypted
+    exports"). Every write is atomic and the temporary file holds only ciphertext."""
+
+    def __init__(self, key: Any = None) -> None:
+        from .crypto import SUFFIX
+        self.key = key
+        self.suffix = SUFFIX if key is not None else ""
+
+    @property
+    def encrypted(self) -> bool:
+        return self.key is not None
+
+    def disk(self, rel: str) -> str:
+        return rel + self.suffix
+
+    def plain(self, disk_rel: str) -> Optional[str]:
+        """The plaintext name of a file on disk, or None for a file that is not ours in this mode."""
+        if not self.suffix:
+            return disk_rel
+        return disk_rel[:-len(self.suffix)] if disk_rel.endswith(self.suffix) else None
+
+    def write(self, out: Path, rel: str, data: bytes) -> Path:
+        if self.key is not None:
+            data = self.key.encrypt_file(rel, data)
+        return atomic_write_bytes(out / self.disk(rel), data)
+
+    def write_text(self, out: Path, rel: str, text: str) -> Path:
+        if self.key is None:
+            return atomic_write_text(out / rel, text)
+        return self.write(out, rel, text.encode("utf-8"))
+
+    def read(self, out: Path, rel: str, what: str, max_bytes: int = 1 << 30) -> bytes:
+        path = out / self.disk(rel)
+        data = read_small_file(path, what, max_bytes=max_bytes, encoding=None)
+        return self.key.decrypt_file(rel, data, str(path)) if self.key is not None else data
+
+    def line(self, text: str) -> bytes:
+        return (self.key.encrypt_line(text) if self.key is not None else text).encode("utf-8")
+
+    def parse_line(self, raw: bytes, where: str) -> Any:
+        if self.key is not None:
+            raw = self.key.decrypt_line(raw, where).encode("utf-8")
+        return json.loads(raw)
+
+
+PLAIN = Files()
+
+
+def folder_files(out: str | os.PathLike, passphrase: Optional[str]) -> Files:
+    """The codec of an existing export folder: plain, or encrypted (its key unlocked with ``passphrase``).
+    ExportError ``encrypted-export`` when the folder is encrypted and no passphrase was given."""
+    from .crypto import is_encrypted_folder, unlock_folder
+    if not is_encrypted_folder(out):
+        return PLAIN
+    if not passphrase:
+        raise ExportError(f"{out}: the export is encrypted; give its passphrase (--passphrase-file FILE or "
+                          "ADVGUI_PASSPHRASE)", code="encrypted-export", path=str(out))
+    return Files(unlock_folder(out, passphrase))
+
+
 def versions() -> dict[str, str]:
     import sys
     from importlib import metadata
@@ -273,10 +337,12 @@ def _entries(out: Path) -> list[str]:
     return [n + ("/" if (out / n).is_dir() else "") for n in names if n != LOCK_FILE]
 
 
-def _read_state(out: Path) -> _State:
+def _read_state(out: Path, files: Files = PLAIN) -> _State:
     """The manifest and journal of an advgui export in ``out``. Raises ExportError ``not-an-advgui-export``
-    naming what was found when there is no manifest with advgui's signature and a run id."""
-    path = out / MANIFEST_JSON
+    naming what was found when there is no manifest with advgui's signature and a run id. An encrypted
+    export is read with its key (``files``); an altered file raises CryptoError ``tampered`` naming it."""
+    from .crypto import CryptoError
+    path = out / files.disk(MANIFEST_JSON)
     found = _entries(out)
 
     def refuse(why: str) -> ExportError:
@@ -284,10 +350,13 @@ def _read_state(out: Path) -> _State:
                            code="not-an-advgui-export", path=str(out), reason=why, found=found)
 
     if not path.exists():
-        raise refuse(f"no {MANIFEST_JSON}")
+        if not files.encrypted and (out / (MANIFEST_JSON + ".enc")).exists():
+            folder_files(out, None)               # raises encrypted-export
+        raise refuse(f"no {path.name}")
     try:
-        text = read_small_file(path, "manifest", max_bytes=_MAX_MANIFEST)
-        doc = json.loads(text)
+        doc = json.loads(files.read(out, MANIFEST_JSON, "manifest", max_bytes=_MAX_MANIFEST))
+    except CryptoError:
+        raise
     except (FileProblem, ValueError) as e:
         raise refuse(f"{MANIFEST_JSON} is unreadable: {str(e).splitlines()[0][:120]}") from None
     if not isinstance(doc, dict) or doc.get("written_by") != SIGNATURE or doc.get("format") != FORMAT:
@@ -303,26 +372,32 @@ def _read_state(out: Path) -> _State:
         if isinstance(row, dict) and isinstance(row.get("source"), str):
             rows[row["source"]] = row
     in_progress = {f for f in doc.get("in_progress") or [] if isinstance(f, str)}
-    jpath = out / JOURNAL
+    jpath = out / files.disk(JOURNAL)
+    lines: list[bytes] = []
     if jpath.exists():
         try:
             with open(jpath, "rb") as fh:
-                for line in fh:
-                    try:
-                        rec = json.loads(line)
-                    except ValueError:
-                        continue                      # a line torn by a crash: its image is simply redone
-                    if not isinstance(rec, dict) or rec.get("run_id") != run_id:
-                        continue
-                    row = rec.get("row")
-                    if isinstance(row, dict) and isinstance(row.get("source"), str):
-                        rows[row["source"]] = row
-                    files = rec.get("writing")
-                    if isinstance(files, list):
-                        in_progress.update(f for f in files if isinstance(f, str))
+                lines = fh.readlines()
         except OSError as e:
             raise ExportError(f"{jpath}: cannot read the journal ({e.strerror or e})", code="not-writable",
                               path=str(jpath), reason=e.strerror or str(e)) from None
+    for k, line in enumerate(lines):
+        try:
+            rec = files.parse_line(line, str(jpath))
+        except CryptoError:
+            if k == len(lines) - 1 and not line.endswith(b"\n"):
+                continue                  # the last line, torn by a crash: its image is simply redone
+            raise                         # an encrypted line that does not decrypt was altered
+        except ValueError:
+            continue                      # a line torn by a crash: its image is simply redone
+        if not isinstance(rec, dict) or rec.get("run_id") != run_id:
+            continue
+        row = rec.get("row")
+        if isinstance(row, dict) and isinstance(row.get("source"), str):
+            rows[row["source"]] = row
+        writing = rec.get("writing")
+        if isinstance(writing, list):
+            in_progress.update(f for f in writing if isinstance(f, str))
     return _State(doc, run_id, rows, in_progress)
 
 
@@ -330,9 +405,9 @@ def _row_files(row: dict[str, Any]) -> list[Any]:
     return [row.get("clean_png"), row.get("adv_png"), row.get("adv_float")]
 
 
-def _row_complete(out: Path, row: dict[str, Any]) -> bool:
+def _row_complete(out: Path, row: dict[str, Any], files: Files = PLAIN) -> bool:
     rels = [_safe_rel(r) for r in _row_files(row)]
-    return all(r is not None and (out / r).is_file() for r in rels)
+    return all(r is not None and (out / files.disk(str(r))).is_file() for r in rels)
 
 
 # -- what the window reads before it offers "resume" -------------------------------------------------------
@@ -371,17 +446,18 @@ class ExportInfo:
                 "run": self.run, "model": self.model, "warnings": self.warnings, "locked_by": self.locked_by}
 
 
-def read_export_settings(out: str | os.PathLike) -> ExportInfo:
+def read_export_settings(out: str | os.PathLike, passphrase: Optional[str] = None) -> ExportInfo:
     """Read an export folder's recorded settings without changing it (the lock is only tested, so that
     ``locked_by`` names a process writing there now).
 
     The window calls this for a folder that is not empty: an :class:`ExportInfo` means it is an advgui export
     that can be resumed with ``info.run`` (``info.make_attack()``, ``run["model"]``, ``run["images"]``,
     ``run["seed"]``, ``run["target"]``) or overwritten; ExportError ``not-an-advgui-export`` (with ``found``)
-    means it is someone else's folder."""
+    means it is someone else's folder; ``encrypted-export`` that it is encrypted and ``passphrase`` is needed."""
     o = Path(out).expanduser()
-    st = _read_state(o)
-    done = sum(1 for r in st.rows.values() if _row_complete(o, r))
+    files = folder_files(o, passphrase) if passphrase else PLAIN
+    st = _read_state(o, files)
+    done = sum(1 for r in st.rows.values() if _row_complete(o, r, files))
     holder = None
     lock_path = o / LOCK_FILE
     if lock_path.exists():
@@ -395,6 +471,107 @@ def read_export_settings(out: str | os.PathLike) -> ExportInfo:
     return ExportInfo(o, st.run_id, bool(d.get("complete")) and done == len(st.rows), done, d.get("started"),
                       d.get("updated"), dict(d.get("run") or {}), dict(d.get("model") or {}),
                       list(d.get("warnings") or []), holder)
+
+
+# -- decrypting an encrypted export ---------------------------------------------------------------------------
+
+@dataclass
+class DecryptResult:
+    out: Path
+    files: int                       # files written
+    bytes: int                       # plaintext bytes written
+    complete: bool                   # the export was complete (else its journal was decrypted too)
+    ignored: list[str] = field(default_factory=list)   # files in the folder that are not the export's
+
+
+def decrypt_export(src: str | os.PathLike, dst: str | os.PathLike, passphrase: str,
+                   progress: Optional[Callable[[int, int], Any]] = None) -> DecryptResult:
+    """Write the plaintext of an encrypted export into ``dst`` (a new or empty folder): exactly the files an
+    unencrypted run writes (clean/, adv/, adv_float/, manifest.json, manifest.csv, and journal.jsonl while the
+    run is unfinished). Every file is authenticated: an altered, truncated, swapped or missing file stops it with
+    CryptoError ``tampered`` naming the file (what was written so far stays in ``dst``)."""
+    from .crypto import KEY_FILE, CryptoError
+    s, d = Path(src).expanduser(), Path(dst).expanduser()
+    if not s.is_dir():
+        raise ExportError(f"{s}: not a folder", code="not-a-folder", path=str(s))
+    if (s / LOCK_FILE).exists():
+        try:
+            FolderLock(s, LOCK_FILE).acquire().release()
+        except LockHeld as e:
+            raise ExportError(f"{s}: an export is writing to this folder: {describe_holder(e.holder)}; decrypt it "
+                              "when it has finished", code="folder-locked", path=str(s), pid=e.holder.get("pid"),
+                              host=e.holder.get("host"), since=e.holder.get("since"),
+                              program=e.holder.get("program")) from None
+        except OSError:
+            pass
+    files = folder_files(s, passphrase)
+    if not files.encrypted:
+        raise ExportError(f"{s}: not an encrypted advgui export (no {KEY_FILE})", code="not-encrypted", path=str(s))
+    st = _read_state(s, files)                      # decrypts and authenticates the manifest and the journal
+    if d.exists() and (not d.is_dir() or any(d.iterdir())):
+        raise ExportError(f"{d}: the output folder exists and is not empty; choose a new folder",
+                          code="folder-not-empty", path=str(d), found=_entries(d), export=None)
+    if _inside(_real(d), _real(s)) or _inside(_real(s), _real(d)):
+        raise ExportError(f"{d}: the output folder must lie outside the encrypted export", code="input-inside-output",
+                          path=str(d), out=str(d), images=str(s))
+    listed = {f for r in st.rows.values() for f in _row_files(r) if isinstance(f, str)}
+    missing = sorted(f for f in listed if _safe_rel(f) is None or not (s / files.disk(f)).is_file())
+    if missing:
+        raise CryptoError(f"{s / files.disk(missing[0])}: missing ({len(missing)} listed file(s) are missing)",
+                          code="tampered", path=str(s / files.disk(missing[0])), missing=missing[:50])
+    todo: list[str] = []
+    ignored: list[str] = []
+    for rel in (MANIFEST_JSON, MANIFEST_CSV):
+        if (s / files.disk(rel)).is_file():
+            todo.append(rel)
+    for sub in DATA_DIRS:
+        base = s / sub
+        if not base.is_dir():
+            continue
+        for folder, _dirs, names in os.walk(base):
+            for n in sorted(names):
+                disk_rel = (Path(folder) / n).relative_to(s).as_posix()
+                plain = files.plain(disk_rel)
+                if plain is None or is_temp_name(n):
+                    ignored.append(disk_rel)
+                elif plain in listed or plain in st.in_progress:
+                    if plain in listed:
+                        todo.append(plain)
+                    else:
+                        ignored.append(disk_rel)        # a file of an unfinished batch: redone by a resume
+                else:
+                    ignored.append(disk_rel)
+    try:
+        check_writable_folder(d)
+    except FileProblem as e:
+        raise ExportError(str(e), code="not-writable", path=str(d), reason=str(e)) from None
+    total = 0
+    for k, rel in enumerate(todo):
+        data = files.read(s, rel, "encrypted file", max_bytes=_MAX_MANIFEST)
+        try:
+            atomic_write_bytes(d / rel, data)
+        except OSError as e:
+            raise ExportError(str(e), code="write-failed", path=str(d / rel), reason=str(e)) from None
+        total += len(data)
+        if progress is not None:
+            progress(k + 1, len(todo))
+    jpath = s / files.disk(JOURNAL)
+    n_files = len(todo)
+    if jpath.is_file():
+        lines = []
+        raw = jpath.read_bytes().splitlines(keepends=True)
+        for k, line in enumerate(raw):
+            try:
+                lines.append(files.key.decrypt_line(line, str(jpath)))
+            except CryptoError:
+                if k == len(raw) - 1 and not line.endswith(b"\n"):
+                    continue                    # the last line, torn by a crash (a resume redoes its image)
+                raise
+        text = "".join(lines)
+        atomic_write_text(d / JOURNAL, text)
+        total += len(text.encode("utf-8"))
+        n_files += 1
+    return DecryptResult(d, n_files, total, bool(st.doc.get("complete")), ignored)
 
 
 # -- progress and results for a front end -------------------------------------------------------------------
@@ -455,9 +632,15 @@ class ExportWriter:
     def __init__(self, out_dir: str | os.PathLike, *, classifier: Classifier, image_set: ImageSet,
                  run_info: dict[str, Any], overwrite: bool = False, resume: bool = False,
                  verify: bool = True, warnings: Sequence[Any] = (), program: str = "advgui",
-                 row_extras: Optional[Callable[[BatchResult], list[dict[str, Any]]]] = None) -> None:
+                 row_extras: Optional[Callable[[BatchResult], list[dict[str, Any]]]] = None,
+                 passphrase: Optional[str] = None) -> None:
         # row_extras: more columns per image of a batch (e.g. detector scores), after CSV_FIELDS
+        # passphrase: encrypt every file (a new export), or the passphrase of the encrypted export to resume
+        # or overwrite (docs/export.md, "Encrypted exports")
         self.row_extras = row_extras
+        self.passphrase = passphrase
+        self.files = PLAIN
+        self._header_pending = False          # an encrypted export's key header is not on disk yet
         self.out = Path(out_dir).expanduser()
         self.clf = classifier
         self.images = image_set
@@ -515,13 +698,19 @@ class ExportWriter:
 
     # modes ----------------------------------------------------------------------------------------------
     def _refuse_not_empty(self, found: list[str]) -> None:
+        from .crypto import is_encrypted_folder
+        if is_encrypted_folder(self.out):
+            raise ExportError(f"{self.out}: the folder is not empty: it holds an encrypted advgui export; pass "
+                              "--resume to continue it there, or --overwrite to replace it (with its passphrase)",
+                              code="folder-not-empty", path=str(self.out), found=found,
+                              export={"encrypted": True})
         try:
             st = _read_state(self.out)
         except ExportError:
             raise ExportError(f"{self.out}: the folder is not empty (found {_describe_found(found)}) and is not an "
                               "advgui export; choose an empty or new folder", code="folder-not-empty",
                               path=str(self.out), found=found, export=None) from None
-        done = sum(1 for r in st.rows.values() if _row_complete(self.out, r))
+        done = sum(1 for r in st.rows.values() if _row_complete(self.out, r, self.files))
         state = "a complete" if st.doc.get("complete") else "an interrupted"
         raise ExportError(f"{self.out}: the folder is not empty: it holds {state} advgui export of {done} images; "
                           "pass --resume to continue it there, or --overwrite to replace it",
@@ -533,11 +722,32 @@ class ExportWriter:
         self.rows = {}
         self._row_text = {}
         self.in_progress = set()
+        if self.passphrase:
+            # the key's scrypt (about a second) runs in a helper process while the first batch is attacked; the key
+            # header, the manifest header and the journal are written before the first file (``_journal_line``),
+            # so the folder is resumable from its first file, as a plain one
+            from .crypto import Key
+            self.files = Files(Key.new(self.passphrase, background=True))
+            self._header_pending = True
+            return
         self._write_manifest(complete=False)        # the header: resumable before the first image
         self._open_journal(truncate=True)
 
+    def _write_key_header(self) -> None:
+        from .crypto import KEY_FILE, folder_header
+        self._header_pending = False
+        try:      # before any encrypted file: every file after it can be decrypted
+            atomic_write_text(self.out / KEY_FILE, folder_header(self.files.key))
+        except OSError as e:
+            raise self._write_error(self.out / KEY_FILE, e) from None
+
     def _resume(self) -> None:
-        st = _read_state(self.out)
+        from .crypto import is_encrypted_folder
+        if self.passphrase and not is_encrypted_folder(self.out):
+            raise ExportError(f"{self.out}: the interrupted export is not encrypted; resume it without encryption "
+                              "(or use --overwrite or another folder)", code="not-encrypted", path=str(self.out))
+        self.files = folder_files(self.out, self.passphrase)
+        st = _read_state(self.out, self.files)
         old = _normalise_run(st.doc.get("run") or {})
         for key in RESUME_KEYS:
             d = _first_difference(old.get(key), self.run_info.get(key), key)
@@ -548,7 +758,7 @@ class ExportWriter:
                                   code="parameters-differ", path=str(self.out), key=k, recorded=a, requested=b)
         self.run_id = st.run_id
         self.started = st.doc.get("started") or self.started
-        self.rows = {s: r for s, r in st.rows.items() if _row_complete(self.out, r)}
+        self.rows = {s: r for s, r in st.rows.items() if _row_complete(self.out, r, self.files)}
         self.from_earlier = len(self.rows)
         self.warnings = self.warnings or list(st.doc.get("warnings") or [])
         listed = {f for r in self.rows.values() for f in _row_files(r)}
@@ -560,7 +770,9 @@ class ExportWriter:
         self._compact()
 
     def _overwrite(self) -> None:
-        st = _read_state(self.out)      # not an advgui export: refused, naming what was found
+        from .crypto import KEY_FILE
+        self.files = folder_files(self.out, self.passphrase)     # the old export's codec: its listing
+        st = _read_state(self.out, self.files)      # not an advgui export: refused, naming what was found
         listed: set[str] = set()
         for r in st.rows.values():
             listed.update(f for f in _row_files(r) if isinstance(f, str))
@@ -574,11 +786,12 @@ class ExportWriter:
         for rel in sorted(safe):
             self._remove_listed(rel)
         self._remove_temp_files(every=False, listed=safe)
-        for name in OUR_ROOT_FILES:
+        for name in [self.files.disk(n) for n in OUR_ROOT_FILES] + ([KEY_FILE] if self.files.encrypted else []):
             p = self.out / name
             if p.is_file() or p.is_symlink():
                 p.unlink()
                 self.removed.append(name)
+        self.files = PLAIN
         for d in DATA_DIRS:
             self._remove_empty_dirs(self.out / d)
 
@@ -595,7 +808,8 @@ class ExportWriter:
             for folder, dirs, names in os.walk(base):
                 for n in names:
                     rel = (Path(folder) / n).relative_to(self.out).as_posix()
-                    if rel not in listed and not (is_temp_name(n) and _temp_target(folder, n, self.out) in listed):
+                    if self.files.plain(rel) not in listed and not (
+                            is_temp_name(n) and self.files.plain(_temp_target(folder, n, self.out)) in listed):
                         out.append(rel)
         return sorted(out)
 
@@ -603,7 +817,7 @@ class ExportWriter:
         p = _safe_rel(rel)
         if p is None:
             return
-        path = self.out / p
+        path = self.out / self.files.disk(str(p))
         root = _real(self.out)
         if not _inside(_real(path.parent), root):       # a folder linked out of the export: never follow it
             return
@@ -624,15 +838,18 @@ class ExportWriter:
                 continue
             for folder, _dirs, names in os.walk(base):
                 for n in names:
-                    if is_temp_name(n) and (every or _temp_target(folder, n, self.out) in (listed or set())):
+                    if is_temp_name(n) and (every or self.files.plain(_temp_target(folder, n, self.out))
+                                            in (listed or set())):
                         p = Path(folder) / n
                         try:
                             p.unlink()
                             self.removed.append(p.relative_to(self.out).as_posix())
                         except OSError:
                             pass
+        from .crypto import KEY_FILE
+        ours = {self.files.disk(r) for r in OUR_ROOT_FILES} | {KEY_FILE}
         for n in os.listdir(self.out):
-            if is_temp_name(n) and n[1:].rsplit(".", 2)[0] in OUR_ROOT_FILES:
+            if is_temp_name(n) and n[1:].rsplit(".", 2)[0] in ours:
                 try:
                     (self.out / n).unlink()
                     self.removed.append(n)
@@ -663,7 +880,7 @@ class ExportWriter:
     # the journal ------------------------------------------------------------------------------------------
     def _open_journal(self, truncate: bool) -> None:
         self._close_journal()
-        path = self.out / JOURNAL
+        path = self.out / self.files.disk(JOURNAL)
         flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | (os.O_TRUNC if truncate else 0) | getattr(os, "O_BINARY", 0)
         try:
             self._journal_fd = os.open(path, flags, 0o644)
@@ -692,12 +909,14 @@ class ExportWriter:
                            + "\n")
 
     def _journal_line(self, line: str) -> None:
+        if self._header_pending:
+            self._compact()                     # key header, manifest header, empty journal
         if self._journal_fd is None:
             self._open_journal(truncate=False)
         try:
-            os.write(self._journal_fd, line.encode("utf-8"))
+            os.write(self._journal_fd, self.files.line(line))
         except OSError as e:
-            raise self._write_error(self.out / JOURNAL, e) from None
+            raise self._write_error(self.out / self.files.disk(JOURNAL), e) from None
 
     def _write_error(self, path: Path, e: OSError) -> ExportError:
         full = e.errno in (errno.ENOSPC, errno.EDQUOT)
@@ -727,7 +946,7 @@ class ExportWriter:
     def set_warnings(self, warnings: Sequence[Any]) -> None:
         """Model-check flags (``{code, message}``) for the manifest; rewrites the header when nothing is written yet."""
         self.warnings = [_warning_dict(w) for w in warnings]
-        if not self.written_now:
+        if not self.written_now and not self._header_pending:
             self._compact()
 
     # writing --------------------------------------------------------------------------------------------
@@ -754,9 +973,9 @@ class ExportWriter:
                               (float_rel, npz_bytes(adv=r.adv[k].numpy().astype(np.float32),
                                                     clean=clean8[k].numpy()))):
                 try:
-                    atomic_write_bytes(self.out / rel, data)
+                    self.files.write(self.out, rel, data)
                 except OSError as e:
-                    raise self._write_error(self.out / rel, e) from None
+                    raise self._write_error(self.out / self.files.disk(rel), e) from None
             lab = int(r.labels[k])
             tgt = None if r.target is None else int(r.target[k])
             row = {
@@ -822,7 +1041,7 @@ class ExportWriter:
 
     def result(self, summary: Optional[SetSummary] = None, cancelled: bool = False) -> ExportResult:
         rows = self._ordered_rows()
-        return ExportResult(self.out, self.out / MANIFEST_JSON, self.finished, cancelled, len(rows), self.written_now,
+        return ExportResult(self.out, self.manifest_path, self.finished, cancelled, len(rows), self.written_now,
                             self.from_earlier, summarize_rows(rows),
                             summary.as_dict() if summary is not None else {}, list(self.images.skipped),
                             list(self.warnings), summary)
@@ -834,7 +1053,16 @@ class ExportWriter:
         self._remove_journal()
         self.finished = True
         self._lock.release()
-        return self.out / MANIFEST_JSON
+        return self.manifest_path
+
+    @property
+    def manifest_path(self) -> Path:
+        """manifest.json, or manifest.json.enc in an encrypted export."""
+        return self.out / self.files.disk(MANIFEST_JSON)
+
+    @property
+    def encrypted(self) -> bool:
+        return self.files.encrypted
 
     def close(self) -> None:
         """Leave the folder resumable: fold the journal into manifest.json (complete: false) so that the manifest
@@ -865,11 +1093,11 @@ class ExportWriter:
 
     def _remove_journal(self) -> None:
         try:
-            os.unlink(self.out / JOURNAL)
+            os.unlink(self.out / self.files.disk(JOURNAL))
         except FileNotFoundError:
             pass
         except OSError as e:
-            raise self._write_error(self.out / JOURNAL, e) from None
+            raise self._write_error(self.out / self.files.disk(JOURNAL), e) from None
 
     def _ordered_rows(self) -> list[dict[str, Any]]:
         order = {str(it.path): n for n, it in enumerate(self.images.items)}
@@ -877,6 +1105,8 @@ class ExportWriter:
 
     def _write_manifest(self, complete: bool, summary: Optional[SetSummary] = None,
                         skipped: Sequence[Skipped] = ()) -> None:
+        if self._header_pending:
+            self._write_key_header()
         rows = self._ordered_rows()
         skipped = list(skipped) or list(self.images.skipped)
         listed = {f for r in rows for f in _row_files(r)}
@@ -904,10 +1134,10 @@ class ExportWriter:
         w.writerow(fields)
         w.writerows([[csv_safe(v) for v in map(row.get, fields)] for row in rows])
         try:
-            atomic_write_text(self.out / MANIFEST_CSV, buf.getvalue())
-            atomic_write_text(self.out / MANIFEST_JSON, _manifest_text(doc, self._row_text))
+            self.files.write_text(self.out, MANIFEST_CSV, buf.getvalue())
+            self.files.write_text(self.out, MANIFEST_JSON, _manifest_text(doc, self._row_text))
         except OSError as e:
-            raise self._write_error(self.out / MANIFEST_JSON, e) from None
+            raise self._write_error(self.manifest_path, e) from None
 
 
 def _manifest_text(doc: dict[str, Any], encoded: Optional[dict[str, str]] = None) -> str:

@@ -16,7 +16,7 @@ from typing import Any, Optional
 
 import torch
 
-from .models import ModelError, Opened, load_state_checked, read_weights, require_extra
+from .models import ModelError, Opened, as_path, load_state_checked, read_weights, require_extra
 
 
 def _classifier_keys(cfg: dict) -> list[str]:
@@ -54,7 +54,7 @@ def open_timm(name: str, weights_file: Any = None, *, weights: Any = None) -> Op
     if weights_file is None and weights is None:
         raise ModelError(f"timm:{name}: pass the weights file with --weights FILE (advgui does not download timm "
                          "weights)", code="needs-weights", arch=f"timm:{name}", choices=[])
-    w = weights if weights is not None else read_weights(Path(weights_file), prefer_ema=True)
+    w = weights if weights is not None else read_weights(as_path(weights_file), prefer_ema=True)
     source = str(weights_file) if weights_file is not None else f"timm:{name}"
     cfg = timm.models.get_pretrained_cfg(name)
     cfg_d = cfg.to_dict() if cfg is not None else {}

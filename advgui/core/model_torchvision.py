@@ -20,7 +20,7 @@ from typing import Any, Optional
 import torch
 import torch.nn as nn
 
-from .models import LoadProgress, ModelError, Opened, Progress, load_state_checked, read_weights
+from .models import LoadProgress, ModelError, Opened, Progress, as_path, load_state_checked, read_weights
 
 OFFLINE_ENV = "ADVGUI_OFFLINE"
 _HASH = re.compile(r"-([a-f0-9]*)\.")   # torchvision's file names carry a sha256 prefix (as torch.hub checks)
@@ -122,7 +122,7 @@ def open_torchvision(spec: str, weights_file: Any = None, *, allow_download: boo
     w = get_weights(arch, name)
     meta_src = weights_defaults(w) if w is not None else {}
     if weights_file is not None:
-        wf = read_weights(Path(weights_file))
+        wf = read_weights(as_path(weights_file))
         state, source = wf.state, str(weights_file)
         classes_meta = wf.meta
     else:

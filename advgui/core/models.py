@@ -56,8 +56,53 @@ def require_extra(module: str, what: str) -> Any:
                          code="needs-extra", extra="models", package=module.split(".")[0]) from None
 
 
+def _in_memory(path: Any) -> bool:
+    """A decrypted file held in memory (``crypto.MemoryFile``): read from its bytes, never from a path."""
+    return hasattr(path, "data") and hasattr(path, "source") and hasattr(path, "open")
+
+
+def as_path(path: Any) -> Any:
+    """``Path(path)``, keeping a decrypted in-memory file as it is."""
+    return path if _in_memory(path) else Path(path)
+
+
+def _size(path: Any) -> int:
+    return len(path.data) if _in_memory(path) else Path(path).stat().st_size
+
+
+def _fileobj(path: Any) -> Any:
+    """What torch.load / zipfile read: the path, or a stream over a decrypted file's bytes."""
+    return path.open() if _in_memory(path) else str(path)
+
+
+def open_encrypted(path: str | os.PathLike, passphrase: Optional[str]) -> Any:
+    """Decrypt an encrypted model or weights file (``advgui encrypt``) into memory; the plaintext never touches
+    the disk. ModelError ``passphrase-needed`` (details ``path``) when no passphrase was given, so the window
+    can ask for one; ``wrong-passphrase`` / ``tampered`` from the decryption."""
+    from .crypto import CryptoError, decrypt_to_memory
+    p = regular_file(path)
+    if not passphrase:
+        raise ModelError(f"{p}: the file is encrypted; a passphrase is needed (--passphrase-file FILE or "
+                         "ADVGUI_PASSPHRASE)", code="passphrase-needed", path=str(p))
+    try:
+        return decrypt_to_memory(p, passphrase)
+    except CryptoError as e:
+        raise ModelError(str(e), code=e.code, path=str(p), **{k: v for k, v in e.details.items()
+                                                             if k != "path"}) from None
+
+
+def is_encrypted_model(path: Any) -> bool:
+    if path is None or _in_memory(path):
+        return False
+    from .crypto import SUFFIX, is_encrypted_file
+    p = Path(str(path)).expanduser()
+    return p.suffix == SUFFIX or (p.is_file() and is_encrypted_file(p))
+
+
 def regular_file(path: str | os.PathLike, what: str = "model file") -> Path:
     """``check_regular_file`` with ModelError codes: ``no-such-file`` / ``not-regular-file``."""
+    if _in_memory(path):
+        return path
     try:
         return check_regular_file(path, what)
     except FileProblem as e:
@@ -272,6 +317,8 @@ DEMO_WEIGHTS = {"demo": "demo_digits.safetensors", "demo-robust": "demo_digits_r
 def read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     from safetensors import SafetensorError, safe_open
     path = regular_file(path, "weights file")
+    if _in_memory(path):
+        return _safetensors_from_memory(path)
     try:
         with safe_open(str(path), framework="pt") as f:
             meta = dict(f.metadata() or {})
@@ -283,6 +330,25 @@ def read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str
 
 
 _read_safetensors = read_safetensors   # the old private name (training.py, scripts)
+
+
+def _safetensors_from_memory(mf: Any) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """A decrypted .safetensors file: tensors by safetensors, the metadata from the file's JSON header (8 bytes
+    of little-endian length, then the header, whose ``__metadata__`` holds advgui's strings)."""
+    import struct
+
+    from safetensors import SafetensorError
+    from safetensors.torch import load
+    data = bytes(mf.data)
+    try:
+        (n,) = struct.unpack("<Q", data[:8])
+        head = json.loads(data[8:8 + n])
+        meta = {str(k): str(v) for k, v in (head.get("__metadata__") or {}).items()}
+        tensors = load(data)
+    except (SafetensorError, ValueError, struct.error, AttributeError) as e:
+        raise ModelError(f"{mf}: not a readable safetensors file ({e})", code="corrupt-file", path=str(mf),
+                         reason=str(e)) from None
+    return tensors, meta
 
 
 def save_weights(path: str | os.PathLike, model: nn.Module, *, arch: str, class_names: Sequence[str],
@@ -304,6 +370,8 @@ def save_weights(path: str | os.PathLike, model: nn.Module, *, arch: str, class_
 def is_torchscript(path: Path) -> bool:
     """A TorchScript archive: a zip with compiled code (``code/``) and ``constants.pkl``. Listing the zip runs
     nothing."""
+    if _in_memory(path):
+        path = path.open()
     if not zipfile.is_zipfile(path):
         return False
     try:
@@ -325,10 +393,10 @@ _DATA_GLOBALS = {"argparse.Namespace"}
 def unsafe_pickle_globals(path: Path) -> Optional[list[str]]:
     """The classes and functions a torch.save zip file would import when fully unpickled, found by reading
     its pickle opcodes (nothing is executed); None for the legacy (non-zip) format."""
-    if not zipfile.is_zipfile(path):
+    if not zipfile.is_zipfile(path.open() if _in_memory(path) else path):
         return None
     try:
-        return sorted(torch.serialization.get_unsafe_globals_in_checkpoint(str(path)))
+        return sorted(torch.serialization.get_unsafe_globals_in_checkpoint(_fileobj(path)))
     except Exception:  # noqa: BLE001 - a corrupt zip: let the loader report it
         return None
 
@@ -355,7 +423,7 @@ def read_weights(path: str | os.PathLike, *, prefer_ema: bool = False) -> Weight
     (a checkpoint dict's ``state_dict``/``model`` entry; ``state_dict_ema`` first with ``prefer_ema``, as
     timm does). Raises ``needs-trust`` for a pickle of other objects and never unpickles it."""
     path = regular_file(path, "weights file")
-    if path.stat().st_size == 0:
+    if _size(path) == 0:
         raise ModelError(f"{path}: the file is empty", code="corrupt-file", path=str(path), reason="empty")
     if path.suffix.lower() == ".safetensors":
         state, meta = read_safetensors(path)
@@ -371,7 +439,8 @@ def read_weights(path: str | os.PathLike, *, prefer_ema: bool = False) -> Weight
     import argparse
     try:
         with torch.serialization.safe_globals([argparse.Namespace]):
-            obj = torch.load(str(path), map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
+            obj = torch.load(_fileobj(path), map_location="cpu", weights_only=True,
+                             mmap=not _in_memory(path) and zipfile.is_zipfile(path))
     except Exception as e:  # noqa: BLE001 - torch raises many types for bad files
         text = str(e)
         if "Unsupported global" in text or "weights_only" in text:
@@ -532,7 +601,7 @@ def _open_torchscript(path: Path, trust_code: bool) -> Opened:
                          "where it came from", code="needs-trust", path=str(path), format="torchscript")
     extra = {"advgui.json": ""}
     try:
-        net = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)  # trusted: --trust-code
+        net = torch.jit.load(_fileobj(path), map_location="cpu", _extra_files=extra)  # trusted: --trust-code
     except Exception as e:  # noqa: BLE001
         raise ModelError(f"{path}: not a loadable TorchScript archive ({str(e).splitlines()[0]})",
                          code="corrupt-file", path=str(path), reason=str(e).splitlines()[0]) from None
@@ -547,7 +616,7 @@ def _open_torchscript(path: Path, trust_code: bool) -> Opened:
 
 
 def _open_pickled_file(path: Path, trust_code: bool, arch: Optional[str], kw: dict) -> Opened | Classifier:
-    if path.stat().st_size == 0:
+    if _size(path) == 0:
         raise ModelError(f"{path}: the file is empty", code="corrupt-file", path=str(path), reason="empty")
     try:
         w = read_weights(path, prefer_ema=True)
@@ -570,7 +639,7 @@ def _open_pickled_file(path: Path, trust_code: bool, arch: Optional[str], kw: di
 
 def _unpickle_module(path: Path) -> Opened:
     try:
-        obj = torch.load(str(path), map_location="cpu", weights_only=False)  # trusted: --trust-code
+        obj = torch.load(_fileobj(path), map_location="cpu", weights_only=False)  # trusted: --trust-code
     except Exception as e:  # noqa: BLE001
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise ModelError(f"{path}: cannot unpickle ({msg})", code="corrupt-file", path=str(path),
@@ -579,6 +648,20 @@ def _unpickle_module(path: Path) -> Opened:
         raise ModelError(f"{path}: the pickle holds a {type(obj).__name__}, not an nn.Module",
                          code="not-a-model", path=str(path))
     return Opened(obj, str(path), "pickle", runs_code=True)
+
+
+def _open_decrypted(mf: Any, *, trust_code: bool, arch: Optional[str], kw: dict) -> Opened | Classifier:
+    """A model file decrypted into memory: safetensors, a state_dict/checkpoint, TorchScript or a pickled model
+    (the formats torch reads from a stream). Its plaintext name (in the encrypted header) says which."""
+    suffix = mf.suffix.lower()
+    if suffix == ".safetensors":
+        return _open_advgui_safetensors(mf, arch, kw)
+    if suffix == ".onnx" or mf.name == "config.json":
+        raise ModelError(f"{mf}: an encrypted {suffix or mf.name} model cannot be opened from memory; decrypt it "
+                         "with `advgui decrypt` first", code="corrupt-file", path=str(mf), reason="format")
+    if is_torchscript(mf):
+        return _open_torchscript(mf, trust_code)
+    return _open_pickled_file(mf, trust_code, arch, kw)
 
 
 def _open_path(spec: str, *, trust_code: bool, arch: Optional[str], kw: dict, input_size, channels,
@@ -612,7 +695,8 @@ def load_model(spec: str, *, weights: Optional[str | os.PathLike] = None,
                device: str | torch.device = "auto", mean: Optional[Sequence[float]] = None,
                std: Optional[Sequence[float]] = None, input_size: Optional[int | Sequence[int]] = None,
                channels: Optional[int] = None, arch: Optional[str] = None, allow_download: bool = False,
-               progress: Progress = None, cancel: Any = None, trust_pickle: Optional[bool] = None) -> Classifier:
+               progress: Progress = None, cancel: Any = None, trust_pickle: Optional[bool] = None,
+               passphrase: Optional[str] = None) -> Classifier:
     """Open a classifier from ``spec`` (see the module docstring). Returns it in eval mode on ``device``.
 
     - ``weights``: a weights file for ``torchvision:ARCH`` / ``timm:NAME`` (or for ``arch``).
@@ -622,11 +706,15 @@ def load_model(spec: str, *, weights: Optional[str | os.PathLike] = None,
     - ``allow_download``: fetch torchvision's pretrained weights when they are not in its cache.
     - ``progress(LoadProgress)`` and ``cancel`` (Event or callable) for downloads and ONNX conversion.
     - ``mean``, ``std``, ``input_size``, ``channels``: override what the file says (or say what it does not).
+    - ``passphrase``: for a model or weights file encrypted by ``advgui encrypt`` (``FILE.enc``), decrypted in
+      memory only; without it such a file raises ``passphrase-needed``.
 
     Raises ModelError with a message naming the file and the reason and a stable ``code`` (docs/errors.md).
     """
     trust_code = bool(trust_code or trust_pickle)
     spec = str(spec).strip()
+    if is_encrypted_model(weights):
+        weights = open_encrypted(weights, passphrase)
     dev = resolve_device(device)
     kw = dict(labels=labels, trust_code=trust_code, device=dev, mean=mean, std=std, input_size=input_size,
               channels=channels, allow_download=allow_download, progress=progress, cancel=cancel)
@@ -646,6 +734,8 @@ def load_model(spec: str, *, weights: Optional[str | os.PathLike] = None,
         from .model_onnx import open_onnx
         opened = open_onnx(regular_file(spec.split(":", 1)[1]), input_size=input_size, channels=channels,
                            progress=progress)
+    elif is_encrypted_model(spec):
+        opened = _open_decrypted(open_encrypted(spec, passphrase), trust_code=trust_code, arch=arch, kw=kw)
     else:
         opened = _open_path(spec, trust_code=trust_code, arch=arch, kw=kw, input_size=input_size,
                             channels=channels, progress=progress)

@@ -71,6 +71,10 @@ def folder_question(msg: Message) -> tuple[str, list[tuple[str, str, QMessageBox
                 f"({d.get('recorded')!r} there, {d.get('requested')!r} now).\n\n"
                 "Resume it with the settings it recorded, or overwrite it with the current ones?",
                 [("Resume with its settings", "resume-recorded", yes), ("Overwrite", "overwrite", danger), other])
+    if code == "folder-not-empty" and (d.get("export") or {}).get("encrypted"):
+        return ("This folder holds an encrypted advgui export (written with --encrypt). The window does not write "
+                "encrypted exports: continue it on the command line (advgui attack … --resume, with its "
+                "passphrase), or choose another folder.", [other])
     if code == "folder-not-empty" and d.get("export"):
         ex = d["export"]
         run = ex.get("run") or {}

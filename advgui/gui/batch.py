@@ -204,6 +204,11 @@ class BatchTab(QWidget):
         bottom.addWidget(self.export_progress)
         bottom.addWidget(self.cancel_export_btn)
         bottom.addWidget(self.export_btn)
+        from .report_button import ReportButton
+        self.report = ReportButton(session, session.report.latest_runs,
+                                   [session.batch.export_finished, session.batch.export_cancelled,
+                                    session.batch.export_started])
+        bottom.addWidget(self.report)
         lay.addLayout(bottom)
         self.run_btn.clicked.connect(lambda: self.b.run(self.batch_size.value()))
         self.stop_btn.clicked.connect(self.b.stop)

@@ -9,7 +9,9 @@ listings and pickle opcodes only: it never runs code or unpickles. What it says 
 - ONNX with free input dimensions needs an input size; a missing optional package names the pip command;
 - a torchvision architecture without a weights file can download pretrained weights, but only when the user
   ticks that box — choosing an architecture never starts a download by itself;
-- class names are asked for only when the file does not bring them.
+- class names are asked for only when the file does not bring them;
+- a file encrypted by ``advgui encrypt`` asks for its passphrase (a password field; the passphrase goes to the
+  load and is never remembered in the settings), and is decrypted in memory only.
 """
 from __future__ import annotations
 
@@ -17,14 +19,14 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Optional
 
-from PySide6.QtWidgets import (QCheckBox, QComboBox, QDialog, QDialogButtonBox, QFormLayout, QLabel, QSpinBox,
-                               QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (QCheckBox, QComboBox, QDialog, QDialogButtonBox, QFormLayout, QLabel, QLineEdit,
+                               QSpinBox, QVBoxLayout, QWidget)
 
 from advgui.session import ModelRequest, Session
 
 from .widgets import PathEdit, plain
 
-MODEL_FILTER = ("Models (*.pt *.pth *.ts *.torchscript *.safetensors *.pkl *.bin *.onnx *.json);;"
+MODEL_FILTER = ("Models (*.pt *.pth *.ts *.torchscript *.safetensors *.pkl *.bin *.onnx *.json *.enc);;"
                 "All files (*)")
 TORCHVISION = ["resnet18", "resnet34", "resnet50", "mobilenet_v3_small", "mobilenet_v3_large", "efficientnet_b0",
                "vgg16", "densenet121", "vit_b_16", "convnext_tiny"]
@@ -71,6 +73,12 @@ class ModelDialog(QDialog):
                               "Never remembered.")
         form.addRow("", self.trust_note)
         form.addRow("", self.trust)
+        self.passphrase = QLineEdit()
+        self.passphrase.setEchoMode(QLineEdit.EchoMode.Password)
+        self.passphrase.setPlaceholderText("the passphrase given to advgui encrypt")
+        self.passphrase.setToolTip("The file is encrypted. It is decrypted in memory only; the passphrase is never "
+                                   "remembered.")
+        form.addRow("Passphrase", self.passphrase)
         lay.addLayout(form)
         self.preview = plain(QLabel(""))
         self.preview.setWordWrap(True)
@@ -82,6 +90,8 @@ class ModelDialog(QDialog):
         self.buttons.rejected.connect(self.reject)
         lay.addWidget(self.buttons)
         self.info: Any = None
+        self.encrypted = False
+        self.passphrase.textChanged.connect(lambda *_a: self.update_rows())
         self.file.chosen.connect(lambda _p: self.inspect())
         for sig in (self.arch.currentTextChanged, self.download.toggled, self.trust.toggled, self.labels.chosen,
                     self.size.valueChanged):
@@ -97,6 +107,11 @@ class ModelDialog(QDialog):
     def inspect(self) -> None:
         path = self.file.text()
         self.info = None
+        from advgui.core.crypto import SUFFIX, is_encrypted_file
+        self.encrypted = bool(path) and (path.endswith(SUFFIX) or is_encrypted_file(path))
+        if self.encrypted:                     # nothing can be read before the passphrase: the load says the rest
+            self.update_rows()
+            return
         if path:
             from advgui.core.model_files import inspect_model_file
             self.info = inspect_model_file(path)
@@ -112,6 +127,8 @@ class ModelDialog(QDialog):
 
     def needs(self, what: str) -> bool:
         info = self.info
+        if self.encrypted:
+            return what == "passphrase"
         if info is None:                       # no file: an architecture, with a download
             return what == "arch"
         return what in info.needs
@@ -121,16 +138,23 @@ class ModelDialog(QDialog):
         no_file = not self.file.text()
         f = self.form
         f.setRowVisible(self.arch, self.needs("arch"))
+        f.setRowVisible(self.passphrase, self.encrypted)
         f.setRowVisible(self.download, no_file)
         f.setRowVisible(self.size, self.needs("input_size"))
         code = self.needs("trust")
         f.setRowVisible(self.trust, code)
         f.setRowVisible(self.trust_note, code)
         f.setRowVisible(self.labels, info is None or "labels" in info.optional or not info.class_names)
+        if self.encrypted:
+            f.setRowVisible(self.download, False)
         if code:
             what = KIND_TEXT.get(info.kind, "a format that carries code")
             self.trust_note.setText(f"This file is {what}: opening it runs code from the file.")
-        if info is None:
+        if self.encrypted:
+            self.kind.setStyleSheet("")
+            self.kind.setText("an encrypted model file (advgui encrypt): give its passphrase; it is decrypted in "
+                              "memory only")
+        elif info is None:
             self.kind.setStyleSheet("")
             self.kind.setText("no file: choose one, or an architecture to download pretrained weights for")
         elif info.problem:
@@ -147,6 +171,8 @@ class ModelDialog(QDialog):
 
     def _missing(self) -> str:
         info = self.info
+        if self.encrypted:
+            return "Type the passphrase of the encrypted file."
         if info is not None and info.problem:
             return "This file cannot be opened (see above)."
         if info is not None and info.missing_extra:
@@ -183,6 +209,10 @@ class ModelDialog(QDialog):
         base = ModelRequest(labels=self.labels.text(),
                             device=self.s.model.request.device if self.s.model is not None else "auto")
         info = self.info
+        if self.encrypted:
+            if not self.passphrase.text():
+                return None
+            return replace(base, spec=self.file.text(), passphrase=self.passphrase.text())
         if info is None:
             arch = self.arch.currentText().strip()
             if not arch or not self.download.isChecked():

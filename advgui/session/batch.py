@@ -44,6 +44,7 @@ class BatchRun:
         self.cancelled = False
         self.steps_seen = 0
         self.export_dir = ""
+        self.export_done = False          # export_dir holds a finished (or cancelled, resumable) export
 
     @property
     def running(self) -> bool:
@@ -149,6 +150,7 @@ class BatchRun:
             return False
         req = request or self.request or s.attack.request()
         self.export_dir = str(out_dir)
+        self.export_done = False
         reuse = self.reusable_results(req)
         s.settings.set("export/running", {"dir": self.export_dir})
         info = self.run_info(req)
@@ -183,6 +185,7 @@ class BatchRun:
 
     def _export_done(self, result: Any) -> None:
         s = self.s
+        self.export_done = True
         if getattr(result, "cancelled", False):
             s.set_status(f"Export cancelled: {result.written} of {result.total} images are in {self.export_dir}; "
                          "export again into it and choose Resume to finish", busy=False)

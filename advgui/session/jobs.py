@@ -36,7 +36,8 @@ def load_model(req: ModelRequest) -> Steps:
     def work(*, on_event: Callable[[Any], None], cancel: threading.Event) -> Any:
         return core_load(req.spec, weights=req.weights or None, labels=req.labels or None,
                          device=req.device or "auto", trust_code=req.trust_code, allow_download=req.allow_download,
-                         input_size=req.input_size or None, progress=on_event, cancel=cancel)
+                         input_size=req.input_size or None, progress=on_event, cancel=cancel,
+                         passphrase=req.passphrase or None)
 
     clf = yield from from_callbacks(work)
     summary = dict(clf.describe(), **clf.summary())

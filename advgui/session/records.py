@@ -28,6 +28,8 @@ class ModelRequest:
     trust_code: bool = False        # TorchScript and pickles run code: only with the user's explicit trust
     allow_download: bool = False    # pretrained torchvision weights: never downloaded without asking
     input_size: int = 0             # for models that take any size (0: the model's own)
+    # an encrypted model file's passphrase (advgui encrypt): in memory only, never remembered or shown
+    passphrase: str = field(default="", repr=False, compare=False)
 
     def describe(self) -> str:
         return self.spec if not self.weights else f"{self.spec} + {Path(self.weights).name}"

@@ -58,6 +58,7 @@ class Session:
         from .explain import ExplainOverlays
         from .explore import ExploreRun
         from .harden import Harden
+        from .report import ReportPart
         self.runner = runner or Runner()
         self.settings = settings if settings is not None else SettingsStore()
         self.attack = AttackSettings()
@@ -80,6 +81,7 @@ class Session:
         self.detect = DetectorPart(self)         # detector scores in Explore, Batch and the export
         from .gan import GanTraining
         self.gan = GanTraining(self)
+        self.report = ReportPart(self)
         self.attack.changed.connect(self._attack_changed)
         self.explore.clean_changed.connect(lambda _r: self._maybe_ready())
 
