@@ -177,6 +177,14 @@ class EvaluateTab(QWidget):
         bottom.addWidget(self.fooled, 1)
         bottom.addWidget(self.open_btn)
         bottom.addWidget(self.save_btn)
+        from .report_button import ReportButton
+        e_ = session.evaluate
+        self.report = ReportButton(session, lambda: [f] if (f := e_.last_folder()) else [],
+                                   [e_.saved, e_.started, e_.finished],
+                                   tip="Write one self-contained HTML file (or a PDF) with this evaluation's numbers, "
+                                       "flags and card, for people without advgui",
+                                   missing="Save the results first: the report is made from their folder")
+        bottom.addWidget(self.report)
         lay.addLayout(bottom)
         card_title = QLabel("Card (RobustBench's fields; card.json)")
         card_title.setFont(heading_font(self.font(), 1.0))

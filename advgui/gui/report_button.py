@@ -19,10 +19,12 @@ PDF_FILTER = "PDF report, its HTML beside it (*.pdf)"
 
 class ReportButton(QWidget):
     def __init__(self, session: Session, runs: Callable[[], Sequence[str]], changed: Sequence[Any] = (),
-                 parent: Optional[QWidget] = None, tip: str = "") -> None:
+                 parent: Optional[QWidget] = None, tip: str = "",
+                 missing: str = "Export the adversarial set first: the report is made from its folder") -> None:
         super().__init__(parent)
         self.s = session
         self.runs = runs
+        self.missing = missing
         lay = QHBoxLayout(self)
         lay.setContentsMargins(0, 0, 0, 0)
         self.progress = QProgressBar()
@@ -47,8 +49,7 @@ class ReportButton(QWidget):
     def refresh(self) -> None:
         ok = bool(self.runs()) and not self.s.report.running
         self.button.setEnabled(ok)
-        self.button.setToolTip(self.tip if ok or self.s.report.running
-                               else "Export the adversarial set first: the report is made from its folder")
+        self.button.setToolTip(self.tip if ok or self.s.report.running else self.missing)
 
     def _running(self, running: bool) -> None:
         if running:

@@ -148,3 +148,27 @@ def test_harden_compares_with_the_quick_suite(qtbot, window):
     assert tab.plots.curve_lengths()["start"] == tab.plots.curve_lengths()["trained"] == 1
     assert tab.plots.suite_bars.isVisible() and tab.plots.legend_texts()[0].startswith("demo (start): ")
     assert tab.progress.format().startswith("finished")
+
+
+def test_report_from_the_evaluate_tab(qtbot, window, tmp_path, monkeypatch):
+    """Export report… in the Evaluate tab: enabled once the results are saved, writes the HTML with the
+    evaluation's headline number."""
+    from advgui.session.evaluate import EvaluateRequest
+    w = window
+    tab = w.tab["Evaluate"]
+    w.tabs.setCurrentWidget(tab)
+    assert not tab.report.button.isEnabled() and "Save the results first" in tab.report.button.toolTip()
+    ev = w.s.evaluate
+    with qtbot.waitSignal(ev.finished, timeout=240_000) as fin:
+        ev.run(EvaluateRequest(suite="quick", eps=0.1, max_images=8, seed=0,
+                               stages=[("apgd", {"steps": 3})]))
+    with qtbot.waitSignal(ev.saved, timeout=30_000):
+        ev.save(str(tmp_path / "run"))
+    assert tab.report.button.isEnabled()
+    out = tmp_path / "eval-report.html"
+    monkeypatch.setattr(tab.report, "choose_file", lambda: (str(out), "HTML report (*.html)"))
+    with qtbot.waitSignal(w.s.report.finished, timeout=120_000):
+        qtbot.mouseClick(tab.report.button, __import__("PySide6.QtCore", fromlist=["Qt"]).Qt.MouseButton.LeftButton)
+    html = out.read_text(encoding="utf-8")
+    acc = fin.args[0].report.robust_accuracy
+    assert f"{100 * acc:.1f}%" in html
