@@ -64,3 +64,17 @@ def test_corrupt_settings_file_is_survivable(qtbot, make_window, isolated_settin
                                                      ' "window/geometry": "@@@"}')
     w = make_window()
     assert w.s.model is not None and w.attack_panel.attack.currentData() == "pgd"
+
+
+def test_the_selected_image_is_scrolled_into_view_after_a_restart(qtbot, make_window, isolated_settings):
+    import json
+    w = make_window(size=(1280, 700))
+    w.images_panel.view.setCurrentIndex(w.images_panel.model.index(45))
+    path = isolated_settings / "settings.json"
+    qtbot.waitUntil(lambda: path.exists() and json.loads(path.read_text()).get("images/index") == 45, timeout=5000)
+    w.close()
+    w2 = make_window(size=(1280, 700))
+    view = w2.images_panel.view
+    idx = w2.images_panel.model.index(45)
+    assert w2.images_panel.current() == 45
+    qtbot.waitUntil(lambda: view.viewport().rect().contains(view.visualRect(idx)))
