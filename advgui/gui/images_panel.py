@@ -140,6 +140,8 @@ class ImagesPanel(QWidget):
         session.images_failed.connect(lambda _m: self._opened(session.images) if session.images else
                                       self.header.setText("No images. Open a file or folder, or drop them here."))
         session.previews_added.connect(self.model.add_previews)
+        # thumbnails make the rows taller as they arrive: keep the selected image in view
+        session.previews_done.connect(lambda: self.select(self.current()))
         session.skipped_added.connect(self._skipped)
         session.selection_changed.connect(self.select)
 
