@@ -2,14 +2,15 @@
 # Install advgui from this checkout (editable), plus, on Debian/Ubuntu, the system libraries Qt needs
 # when they are missing (a desktop has them; containers and CI machines often don't).
 #   bash scripts/install.sh          the app
-#   bash scripts/install.sh --test   the app, the test tools (pytest, pytest-qt, scikit-learn) and the 'models'
-#                                    extra (timm, transformers, ONNX), so the model-format tests run too
+#   bash scripts/install.sh --test   the app, the test tools (pytest, pytest-qt, scikit-learn), the 'models'
+#                                    extra (timm, transformers, ONNX) and the 'cluster' extra (Ray), so the
+#                                    model-format and cluster tests run too
 set -euo pipefail
 cd "$(dirname "$0")/.."
 extras=""
 case "${1:-}" in
-  --test) extras="[test,models]" ;;
-  --bench) extras="[test,bench,models]" ;;
+  --test) extras="[test,models,cluster]" ;;
+  --bench) extras="[test,bench,models,cluster]" ;;
   "") ;;
   *) echo "usage: bash scripts/install.sh [--test|--bench]" >&2; exit 2 ;;
 esac
