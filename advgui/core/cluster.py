@@ -33,7 +33,7 @@ import os
 import socket
 import sys
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any, Callable, Generator, Iterable, Iterator, Optional, Sequence
 
 import numpy as np
@@ -61,7 +61,8 @@ def _ray(local: bool = False) -> Any:
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")        # Ray would otherwise report usage online
     if local:
         os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"      # read when Ray is imported ...
-        os.environ.setdefault("RAY_AUTH_MODE", "token")          # Ray's default for a local instance, said aloud
+        if "ray" not in sys.modules:   # Ray's default for a local instance said aloud (read at import: not later)
+            os.environ.setdefault("RAY_AUTH_MODE", "token")
     try:
         import ray
     except ImportError:
@@ -399,7 +400,8 @@ def dispatch(pool: WorkerPool, job: dict[str, Any], pieces: Iterable[tuple[Any, 
              cancel: Cancel = None) -> Generator[tuple[Any, Any], Optional[bool], bool]:
     """Send ``(meta, piece)`` pairs to the workers, ``IN_FLIGHT`` per worker, pulling the next piece only when a
     worker has room (so the driver prepares work while the workers compute); yield ``(meta, value)`` as results
-    arrive, in any order, and ``(meta, Lost)`` when a worker died and its piece goes out again. Sending True
+    arrive, in any order, ``(meta, Lost)`` when a worker died and its piece goes out again, and ``(None, None)``
+    when nothing arrived for a quarter of a second (so a consumer can stop a long piece). Sending True
     (or ``cancel``) stops: running pieces are asked to stop, queued ones dropped. Returns True when cancelled."""
     ray = pool.ray
     job_ref = ray.put(job)
@@ -428,6 +430,8 @@ def dispatch(pool: WorkerPool, job: dict[str, Any], pieces: Iterable[tuple[Any, 
                 return False
             ready, _ = ray.wait(list(inflight), num_returns=1, timeout=0.25)
             if is_cancelled(cancel):
+                return True
+            if not ready and (yield None, None):      # a heartbeat: the consumer may stop between results
                 return True
             for ref in ready:
                 meta, ref_in, attempt, k = inflight.pop(ref)
@@ -503,7 +507,8 @@ def attack_piece(clf: Any, job: dict[str, Any], piece: dict[str, Any], cancel: C
 
 @dataclass
 class ClusterProgress:
-    """After every finished batch (and when a worker was lost)."""
+    """After every finished batch, when a worker was lost (``message``), and every quarter of a second while
+    nothing finishes (``batch`` 0)."""
 
     done: int                 # images finished by this run, on every worker
     total: int                # images this run attacks
@@ -555,6 +560,9 @@ def iter_attack(pool: WorkerPool, classifier: Any, images: Any, attack: Any, *, 
         while True:
             _meta, value = stream.send(stop)
             stop = None
+            if value is None:
+                stop = yield ClusterProgress(done, len(todo), 0, retried, len(pool.actors))
+                continue
             if isinstance(value, Lost):
                 retried += 1
                 stop = yield ClusterProgress(done, len(todo), 0, retried, len(pool.actors),
@@ -663,7 +671,9 @@ def _run_shards(pool: WorkerPool, job: dict[str, Any], x: torch.Tensor, y: torch
         while True:
             k, value = stream.send(stop)
             msg = ""
-            if isinstance(value, Lost):
+            if value is None:
+                pass
+            elif isinstance(value, Lost):
                 retried += 1
                 msg = f"a worker was lost ({value.reason}); its shard is sent again (attempt {value.attempt})"
             elif not getattr(value, "cancelled", False):

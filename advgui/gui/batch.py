@@ -142,6 +142,15 @@ class BatchTab(QWidget):
         top.addWidget(self.stop_btn)
         top.addWidget(QLabel("batch size"))
         top.addWidget(self.batch_size)
+        self.cluster = QLineEdit(self.b.cluster)
+        self.cluster.setPlaceholderText("this computer")
+        self.cluster.setClearButtonEnabled(True)
+        self.cluster.setMaximumWidth(220)
+        self.cluster.setToolTip("Where to run: empty for this computer, or a Ray cluster (the 'cluster' extra): "
+                                "local:2 (two workers here), auto, ray://host:10001. Same results, table and "
+                                "export either way")
+        top.addWidget(QLabel("run on"))
+        top.addWidget(self.cluster)
         top.addStretch(1)
         lay.addLayout(top)
         self.attack_label = ElidedLabel("")
@@ -191,7 +200,8 @@ class BatchTab(QWidget):
         bottom.addWidget(self.cancel_export_btn)
         bottom.addWidget(self.export_btn)
         lay.addLayout(bottom)
-        self.run_btn.clicked.connect(lambda: self.b.run(self.batch_size.value()))
+        self.run_btn.clicked.connect(lambda: self.b.run(self.batch_size.value(), cluster=self.cluster.text()))
+        self.cluster.editingFinished.connect(lambda: self.b.set_cluster(self.cluster.text()))
         self.stop_btn.clicked.connect(self.b.stop)
         self.export_btn.clicked.connect(self.export_dialog)
         self.cancel_export_btn.clicked.connect(self.b.cancel_export)
@@ -217,6 +227,7 @@ class BatchTab(QWidget):
         self.run_btn.setEnabled(not running)
         self.stop_btn.setEnabled(running)
         self.batch_size.setEnabled(not running)
+        self.cluster.setEnabled(not running)
         exporting = self.b.exporting
         self.export_btn.setEnabled(not running and not exporting and self.s.model is not None)
 
