@@ -258,6 +258,8 @@ def run(args: argparse.Namespace) -> int:
         todo = len(images) if writer is None else len(writer.pending_indices())
         summary = SetSummary()
         pool = open_cluster_from_args(args, clf, "advgui attack") if args.cluster else None
+        if pool is not None and writer is not None:      # the manifest names the device that computed the images
+            writer.run_info["device"] = ", ".join(sorted({str(i.get("device")) for i in pool.infos}))
         bar = None
         if not args.quiet:
             from tqdm import tqdm

@@ -287,6 +287,12 @@ class WorkerPool:
             raise ClusterError(f"the {len(self.actors)} workers did not start within {timeout:.0f} s: the cluster may "
                                f"lack the resources asked for ({self.spec.cpus:g} CPUs, {self.spec.gpus:g} GPUs each)",
                                code="cluster-timeout", workers=len(self.actors)) from None
+        except self.ray.exceptions.RayError as e:     # the worker process could not even start (advgui missing?)
+            lines = [line for line in str(e).strip().splitlines() if line.strip()]
+            reason = (lines[-1] if lines else type(e).__name__)[:300]
+            raise ClusterError(f"the workers could not start: {reason} (every node needs advgui with the "
+                               f"'cluster' extra: {EXTRA_HINT})", code="cluster-worker-failed", host=None,
+                               reason=reason) from None
         for inf in infos:
             where = f"a worker on {inf.get('host')}"
             if inf.get("error"):

@@ -115,7 +115,8 @@ class BatchRun:
         self.summary = summary
         s = self.s
         s.set_status(("Batch stopped: " if self.cancelled else "Batch finished: ")
-                     + f"{summary.n} images, success {100 * summary.success_rate:.1f}%", busy=False)
+                     + f"{summary.n} images, success {100 * summary.success_rate:.1f}%"
+                     + (f" (on {self.cluster})" if self.cluster else ""), busy=False)
         if s.images is not None:
             s._add_skipped([(str(sk.path), sk.reason) for sk in s.images.image_set.skipped])
         self.finished.emit(summary, self.cancelled)
