@@ -28,15 +28,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import io
 import json
-import os
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 

@@ -12,7 +12,6 @@ import threading
 
 import numpy as np
 import pytest
-import torch
 
 from advgui.core import cluster as cl
 from advgui.core.cluster import ClusterError, parse_address
@@ -273,3 +272,21 @@ def test_ctrl_c_cancels_a_cluster_run_cleanly(tmp_path):
     alive = [pid for pid in ray_procs if os.path.exists(f"/proc/{pid}") and
              "zombie" not in open(f"/proc/{pid}/status").read().lower()]
     assert not alive, f"Ray processes left behind: {alive}"
+
+
+# -- what the workers check before any work (last: the second test replaces the shared workers) ---------------
+
+def test_workers_with_other_weights_are_refused(setup):
+    _clf, pool, _attack = setup
+    with pytest.raises(ClusterError) as e:
+        pool.ready(fingerprint="0" * 64)
+    assert e.value.code == "model-differs" and "same on every node" in str(e.value)
+
+
+def test_a_model_a_worker_cannot_open_is_one_line_naming_the_node(ray_cluster, tmp_path):
+    from advgui.core.models import load_model
+    with pytest.raises(ClusterError) as e:
+        cl.open_pool("local:1", cl.model_kwargs("torchvision:resnet18", weights=str(tmp_path / "gone.pth")),
+                     reference=load_model("demo", device="cpu"))
+    assert e.value.code == "cluster-worker-failed" and "gone.pth" in str(e.value)
+    assert e.value.details["host"] and "\n" not in str(e.value)
