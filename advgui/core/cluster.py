@@ -131,11 +131,14 @@ _S = _State()
 
 
 def connect(address: str | Address, *, own: bool = True) -> ClusterInfo:
-    """Connect to (or, for ``local:N``, start) Ray; reuse the connection when this process has one already.
+    """Connect to (or, for ``local:N``, start) Ray. A connection advgui made to the same address is reused, one
+    to another address is closed first; a Ray someone else initialised in this process is used as it is.
     ``own``: shut Ray down again on :func:`release` (False for a cluster a caller keeps for several runs)."""
     addr = parse_address(address) if isinstance(address, str) else address
     ray = _ray(local=addr.kind == "local")
     started = False
+    if ray.is_initialized() and _S.owned and _S.address != addr.text:
+        release()                  # advgui's own connection to another address: this one was asked for now
     if not ray.is_initialized():
         kw: dict[str, Any] = dict(configure_logging=False, log_to_driver=False, logging_level="error",
                                   namespace="advgui")

@@ -109,7 +109,7 @@ class BatchRun:
             self.steps_seen = v.steps_seen
             self.progress.emit(v.done, v.total)
         elif isinstance(v, str) and self.cluster:          # the cluster's start-up, for the status line
-            self.s.set_status(v[:1].upper() + v[1:] + "…", busy=True)
+            self.s.set_status(v + "…", busy=True)
 
     def _on_done(self, summary: Any) -> None:
         self.summary = summary

@@ -28,11 +28,11 @@ def worker_model(req: ModelRequest) -> dict[str, Any]:
 def attack_set_cluster(model: ModelRequest, classifier: Any, image_set: Any, request: AttackRequest,
                        batch_size: int, address: str) -> Steps:
     """Attack the set on the cluster at ``address`` (``local:N``, ``auto``, ``ray://HOST:PORT``, ``HOST:PORT``)."""
-    yield f"starting the workers on {address}"
+    yield f"Starting the workers on {address}"
     from advgui.core import cluster
     from advgui.core.attacks import make_attack
     pool = cluster.open_pool(address, worker_model(model), reference=classifier)
-    yield f"{cluster.describe_pool(pool)}"
+    yield f"Running on {cluster.describe_pool(pool)}"
     attack = make_attack(request.attack, **request.params)
     stream = cluster.iter_attack(pool, classifier, image_set, attack, batch_size=batch_size, target=request.target,
                                  seed=request.seed, keep_images=True, curves=True)

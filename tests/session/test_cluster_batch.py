@@ -55,7 +55,7 @@ def test_stop_cancels_a_cluster_batch(ready_session, ray_cluster):
     done = []
     s.batch.finished.connect(lambda summary, cancelled: done.append(cancelled))
     s.batch.run(8, cluster="local:2")
-    pump(s, lambda: s.batch.running and s.status[0].startswith("Local:2"), timeout=180)
+    pump(s, lambda: s.batch.running and s.status[0].startswith("Running on local:2"), timeout=180)
     s.batch.stop()
     pump(s, lambda: done, timeout=60)
     assert done == [True] and len(s.batch.results) == 0 and not s.batch.running
