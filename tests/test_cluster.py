@@ -244,7 +244,21 @@ def test_cli_cluster_option_errors(tmp_path, capsys):
     assert "not a cluster address" in err and len(err.strip().splitlines()) == 1
 
 
+def _children(pid: int) -> list[str]:
+    out = []
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                stat = open(f"/proc/{d}/stat").read()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                out.append(d)
+    return out
+
+
 @pytest.mark.slow
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="reads the process table from /proc")
 def test_ctrl_c_cancels_a_cluster_run_cleanly(tmp_path):
     """A separate process with its own local Ray: the first Ctrl-C stops the workers' batches, exits 130, leaves
     a resumable folder and no Ray process behind."""
@@ -259,7 +273,7 @@ def test_ctrl_c_cancels_a_cluster_run_cleanly(tmp_path):
         lines.append(line)
         if "ready in" in line:
             break
-    ray_procs = subprocess.run(["pgrep", "-P", str(p.pid)], capture_output=True, text=True).stdout.split()
+    ray_procs = _children(p.pid)
     assert ray_procs, "the local Ray instance runs as children of the command"
     p.send_signal(signal.SIGINT)
     try:
