@@ -2,15 +2,15 @@
 # Install advgui from this checkout (editable), plus, on Debian/Ubuntu, the system libraries Qt needs
 # when they are missing (a desktop has them; containers and CI machines often don't).
 #   bash scripts/install.sh          the app
-#   bash scripts/install.sh --test   the app, the test tools (pytest, pytest-qt, scikit-learn) and the optional
-#                                    'models' (timm, transformers, ONNX) and 'explain' (Captum, matplotlib) extras,
-#                                    so the tests of those features run too
+#   bash scripts/install.sh --test   the app, the test tools (pytest, pytest-qt, scikit-learn, Jinja2, pyrage) and
+#                                    the optional 'models' (timm, transformers, ONNX), 'explain' (Captum,
+#                                    matplotlib) and 'cluster' (Ray) extras, so the tests of those features run too
 set -euo pipefail
 cd "$(dirname "$0")/.."
 extras=""
 case "${1:-}" in
-  --test) extras="[test,models,explain]" ;;
-  --bench) extras="[test,bench,models,explain]" ;;
+  --test) extras="[test,models,explain,cluster]" ;;
+  --bench) extras="[test,bench,models,explain,cluster]" ;;
   "") ;;
   *) echo "usage: bash scripts/install.sh [--test|--bench]" >&2; exit 2 ;;
 esac

@@ -58,3 +58,19 @@ def bn_classifier():
     clf = Classifier(net, mean=[0.5], std=[0.5], input_size=(28, 28), channels=1,
                      class_names=[str(i) for i in range(10)], spec="tiny-bn")
     return clf
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """One local Ray instance with 2 CPUs for every cluster test of the run (Ray takes seconds to start), on the
+    loopback interface. advgui's runs reuse it (and its workers, while the model stays the same) and leave it
+    up; it is shut down once at the end."""
+    import importlib.util
+    if importlib.util.find_spec("ray") is None:     # not imported here: advgui sets Ray's environment first
+        pytest.skip("the 'cluster' extra (Ray) is not installed")
+    from advgui.core import cluster
+    info = cluster.connect("local:2", own=False)
+    yield info
+    cluster.release(pool=True)
+    import ray
+    ray.shutdown()

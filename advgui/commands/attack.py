@@ -6,7 +6,8 @@ import sys
 import time
 from typing import Any, Optional
 
-from .common import SigintCancel, add_model_options, finite_float, load_model_from_args, seed_int
+from .common import SigintCancel, add_cluster_options, add_model_options, finite_float, load_model_from_args, \
+    open_cluster_from_args, seed_int
 
 DESCRIPTION = """\
 Attack every image of a set with one attack and report how often the model is fooled.
@@ -33,6 +34,8 @@ examples:
   advgui attack --model hf:vit-folder/ --images photos/ --attack pgd           (Hugging Face save_pretrained)
   advgui attack --model net.onnx --input-size 224 --images photos/ --attack pgd
   advgui attack --model demo --images demo --attack advgan --generator G.safetensors --eps 0.2
+  advgui attack --model demo --images demo --attack pgd --out out/pgd --cluster local:2   (2 Ray workers here)
+  advgui attack --model torchvision:resnet50 --weights r50.pth --images val/ --out out/ --cluster ray://head:10001
 
 attacks: fgsm, bim, pgd, mifgsm (default norm linf), deepfool, cw (default norm l2; eps optional:
 without it they find the smallest perturbation they can, with it the result is also bounded by it),
@@ -47,6 +50,12 @@ of clean/. The manifest is written before the first image and every finished ima
 so an interrupted run (Ctrl-C, kill, full disk) continues with --resume. The folder is locked while a run
 writes. --overwrite only replaces an earlier advgui export and deletes only the files its manifest lists.
 An output folder inside the image folder (or the reverse) is refused.
+
+cluster (--cluster ADDRESS, the 'cluster' extra): the batches go to Ray workers, one model each (a GPU each
+when the cluster has GPUs); this process decodes the images, writes the files and the manifest, and the
+progress bar counts images across the cluster. The output is the same as without --cluster (same seed, same
+batches); a lost worker's batches are sent again; Ctrl-C cancels the workers' batches and leaves a folder that
+--resume continues, with or without --cluster. Every node needs advgui and the model's files at the same path.
 """
 
 
@@ -105,6 +114,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="a detector saved by `advgui detect`: its scores of the clean and adversarial images "
                         "go into the manifest (docs/detect.md)")
     o.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_cluster_options(p)
     p.set_defaults(func=run)
 
 
@@ -194,6 +204,11 @@ def run(args: argparse.Namespace) -> int:
         raise CliError("--resume/--overwrite need --out DIR")
     if args.encrypt and not args.out:
         raise CliError("--encrypt needs --out DIR")
+    if (args.workers or args.worker_threads) and not args.cluster:
+        raise CliError("--workers/--worker-threads need --cluster ADDRESS")
+    if args.cluster:
+        from ..core.cluster import parse_address
+        parse_address(args.cluster)     # a bad address is one line before the model is loaded
     attack = build_attack(args)  # parameter errors before loading anything
     clf = load_model_from_args(args)
     from ..core.attacks.base import check_attack_fits
@@ -213,6 +228,8 @@ def run(args: argparse.Namespace) -> int:
         from ..core.detect import load_detector, manifest_columns
         extras = manifest_columns(load_detector(args.detector, clf), clf)
         run_info["detector"] = str(args.detector)
+    if args.cluster:
+        run_info["cluster"] = args.cluster       # not compared on --resume: any mix of cluster and single process
     if args.out:
         # the folder is checked (location, writable, lock, contents) before anything is attacked
         writer = ExportWriter(args.out, classifier=clf, image_set=images, run_info=run_info,
@@ -232,6 +249,9 @@ def run(args: argparse.Namespace) -> int:
             print(f"advgui attack: warning: {w.message}", file=sys.stderr)
         todo = len(images) if writer is None else len(writer.pending_indices())
         summary = SetSummary()
+        pool = open_cluster_from_args(args, clf, "advgui attack") if args.cluster else None
+        if pool is not None and writer is not None:      # the manifest names the device that computed the images
+            writer.run_info["device"] = ", ".join(sorted({str(i.get("device")) for i in pool.infos}))
         bar = None
         if not args.quiet:
             from tqdm import tqdm
@@ -248,7 +268,10 @@ def run(args: argparse.Namespace) -> int:
         result = None
         try:
             with SigintCancel("stopping (Ctrl-C again to abort at once)") as stop:
-                if writer is not None:
+                if args.cluster:
+                    result, summary, cancelled = _run_on_cluster(args, pool, clf, images, attack, target, writer,
+                                                                 bar, stop.event)
+                elif writer is not None:
                     result = writer.run(attack, batch_size=args.batch_size, target=target, seed=args.seed,
                                         progress=(lambda p: bar.update(p.batch)) if bar is not None else None,
                                         cancel=stop.event, observer=observer if bar is not None else None)
@@ -286,6 +309,9 @@ def run(args: argparse.Namespace) -> int:
     finally:
         if writer is not None:
             writer.close()
+        if args.cluster:
+            from ..core.cluster import release
+            release()
     wall = time.perf_counter() - t0
     if summary.n == 0 and (writer is None or not writer.rows):
         reasons = "; ".join(str(s) for s in images.skipped[:3])
@@ -293,6 +319,35 @@ def run(args: argparse.Namespace) -> int:
     totals = summarize_rows(writer._ordered_rows()) if writer is not None else None
     print_summary(attack, clf, images, summary, totals, images.skipped, wall, writer, warnings)
     return 0
+
+
+def _run_on_cluster(args: argparse.Namespace, pool, clf, images, attack, target, writer, bar, cancel):
+    """The attack on the workers of ``--cluster``; returns (ExportResult or None, SetSummary, cancelled)."""
+    from ..core import cluster
+
+    def note(ev) -> None:
+        if bar is not None:
+            bar.set_postfix_str(f"{ev.workers} workers" + (f", {ev.retried} batches retried" if ev.retried else ""))
+        if ev.message:
+            (bar.write if bar is not None else lambda m: print(m, file=sys.stderr))(f"advgui attack: {ev.message}")
+
+    if writer is not None:
+        result = cluster.export_on_cluster(writer, pool, attack, batch_size=args.batch_size, target=target,
+                                           seed=args.seed, progress=(lambda p: bar.update(p.batch)) if bar else None,
+                                           on_event=note, cancel=cancel)
+        return result, result.session_summary, result.cancelled
+    stream = cluster.iter_attack(pool, clf, images, attack, batch_size=args.batch_size, target=target, seed=args.seed,
+                                 keep_images=False, cancel=cancel)
+    try:
+        while True:
+            ev = next(stream)
+            if isinstance(ev, cluster.ClusterProgress):
+                note(ev)
+                if bar is not None and ev.batch:
+                    bar.update(ev.batch)
+    except StopIteration as fin:
+        run = fin.value
+    return None, run.summary, run.cancelled
 
 
 def _pct(v: Optional[float]) -> str:

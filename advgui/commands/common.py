@@ -89,11 +89,15 @@ def _download_progress():
     return report
 
 
+def _named_download(spec: str) -> bool:
+    # a download starts only when the user named pretrained weights: torchvision:ARCH:WEIGHTS
+    return spec.startswith("torchvision:") and len(spec.split(":")) == 3 and bool(spec.split(":")[2])
+
+
 def load_model_from_args(args: argparse.Namespace):
     from ..core.models import load_model
     spec = str(args.model)
-    # a download starts only when the user named pretrained weights: torchvision:ARCH:WEIGHTS
-    named = spec.startswith("torchvision:") and len(spec.split(":")) == 3 and bool(spec.split(":")[2])
+    named = _named_download(spec)
     enc = next((p for p in (spec, args.weights) if _is_encrypted(p)), None)
     passphrase = passphrase_from_args(args, str(enc)) if enc is not None else None
     return load_model(spec, weights=args.weights, labels=args.labels, passphrase=passphrase,
@@ -101,6 +105,50 @@ def load_model_from_args(args: argparse.Namespace):
                       input_size=getattr(args, "input_size", None), channels=getattr(args, "channels", None),
                       mean=getattr(args, "mean", None), std=getattr(args, "std", None),
                       allow_download=named, progress=_download_progress() if named else None)
+
+
+# -- running on a cluster (the 'cluster' extra) ------------------------------------------------------------------
+
+def add_cluster_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("cluster (needs the 'cluster' extra: pip install 'advgui[cluster]')")
+    g.add_argument("--cluster", metavar="ADDRESS",
+                   help="run on Ray: local:N (N workers on this machine, no set-up), auto (the cluster this machine "
+                        "joined with `ray start`), ray://HOST:10001 (Ray Client) or HOST:PORT (a head node). One model "
+                        "per worker, a GPU each when the cluster has GPUs; the results are the same as without it")
+    g.add_argument("--workers", type=_at_least_one, metavar="N",
+                   help="workers on the cluster (default: N of local:N, else one per GPU, or one per CPU)")
+    g.add_argument("--worker-threads", type=_at_least_one, metavar="T",
+                   help="torch threads per worker (default: local:N shares this machine's cores; 1 elsewhere)")
+
+
+def _at_least_one(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {v}")
+    return v
+
+
+def open_cluster_from_args(args: argparse.Namespace, clf, program: str):
+    """Start (or join) the cluster of ``--cluster`` and its workers, each with the model of the command line;
+    prints one line about them on stderr. Returns the core WorkerPool."""
+    from ..core import cluster
+    cluster.parse_address(args.cluster)          # a bad address is one line before anything starts
+    kw = cluster.model_kwargs(str(args.model), weights=args.weights, labels=args.labels,
+                              trust_code=getattr(args, "trust_code", False), device=args.device,
+                              input_size=getattr(args, "input_size", None), channels=getattr(args, "channels", None),
+                              mean=getattr(args, "mean", None), std=getattr(args, "std", None),
+                              allow_download=_named_download(str(args.model)))
+    import time
+    t0 = time.perf_counter()
+    if not getattr(args, "quiet", False):
+        print(f"{program}: starting the workers on {args.cluster} …", file=sys.stderr)
+    pool = cluster.open_pool(args.cluster, kw, workers=args.workers, threads=args.worker_threads, reference=clf)
+    if not getattr(args, "quiet", False):
+        print(f"{program}: {cluster.describe_pool(pool)}, ready in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
+    return pool
 
 
 # -- option types: a bad value is one line from argparse, never a traceback later --------------------------

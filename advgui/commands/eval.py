@@ -6,7 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from .common import SigintCancel, add_model_options, load_model_from_args, seed_int
+from .common import SigintCancel, add_cluster_options, add_model_options, load_model_from_args, open_cluster_from_args, \
+    seed_int
 
 DESCRIPTION = """\
 Attack every image with every attack at every ε and report accuracy against ε, plus the worst case
@@ -52,6 +53,13 @@ standard suite:
   schema in docs/robustness.md) and card.json (RobustBench's model-card fields). --eps is one value
   (default 8/255 for linf, 0.5 for l2); --attacks, --steps, --restarts and --step-size do not apply.
   Ctrl-C stops the running stage at its next step and keeps the finished stages (exit code 130).
+
+cluster (--cluster ADDRESS, the 'cluster' extra):
+  advgui eval --model demo-robust --images demo-digits-test --suite standard --eps 0.1 --cluster local:2
+  the images are cut into shards of whole batches, each evaluated on a Ray worker (one model each, a GPU each
+  when the cluster has GPUs) and merged here: the same curves, per-image results and flags as without
+  --cluster. The progress bar counts the images of finished shards; Ctrl-C cancels the workers and reports
+  the finished shards (their image count is printed).
 """
 
 
@@ -109,6 +117,7 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     o = p.add_argument_group("output")
     o.add_argument("--out", type=Path, metavar="DIR", help="write robustness.csv, .json and .png here")
     o.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_cluster_options(p)
     p.set_defaults(func=run)
     return p
 
@@ -164,6 +173,7 @@ def _report_inputs(images: str, skipped: list[str], label_source: str) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..core.attacks import AttackError, attack_class
     from ..core.evaluate import evaluate_robustness
+    _check_cluster_options(args)
     if args.suite:
         return run_suite_command(args)
     if args.eps is None:
@@ -193,21 +203,38 @@ def run(args: argparse.Namespace) -> int:
             bar.set_description_str(f"{info.attack} ε={info.eps:.4g}")
             bar.update(info.done - bar.n)
 
-    with SigintCancel() as stop:
-        try:
-            report = evaluate_robustness(clf, x, y, names, args.eps, norm=args.norm, steps=args.steps,
-                                         restarts=args.restarts, step_size=args.step_size,
-                                         batch_size=args.batch_size, seed=args.seed, sanity=not args.no_sanity,
-                                         on_progress=progress, cancel=stop.event)
-        finally:
+    pool = None
+    try:
+        if args.cluster:
+            pool = open_cluster_from_args(args, clf, "advgui eval")
             if bar is not None:
-                bar.close()
+                bar.reset(total=len(y))
+        with SigintCancel() as stop:
+            try:
+                if pool is not None:
+                    from ..core.cluster import evaluate_on_cluster
+                    report = evaluate_on_cluster(pool, clf, x, y, names, args.eps, norm=args.norm, steps=args.steps,
+                                                 restarts=args.restarts, step_size=args.step_size,
+                                                 batch_size=args.batch_size, seed=args.seed,
+                                                 sanity=not args.no_sanity, progress=_shard_progress(bar),
+                                                 cancel=stop.event)
+                else:
+                    report = evaluate_robustness(clf, x, y, names, args.eps, norm=args.norm, steps=args.steps,
+                                                 restarts=args.restarts, step_size=args.step_size,
+                                                 batch_size=args.batch_size, seed=args.seed, sanity=not args.no_sanity,
+                                                 on_progress=progress, cancel=stop.event)
+            finally:
+                if bar is not None:
+                    bar.close()
+    finally:
+        _release(args)
     report.model = args.model
     report.images = args.images
     report.label_source = label_source
     report.skipped = skipped
     print(f"{args.model} on {args.images}: {report.n} images, {args.norm}, steps {args.steps}, "
           f"restarts {args.restarts}{' (cancelled)' if report.cancelled else ''}")
+    _note_partial(report.n, len(y), report.cancelled)
     print(report.table())
     for w in report.warnings:
         print(f"warning: {w}", file=sys.stderr)
@@ -222,6 +249,40 @@ def run(args: argparse.Namespace) -> int:
             print("advgui eval: note: robustness.png needs the 'report' extra: pip install 'advgui[report]'",
                   file=sys.stderr)
     return 130 if report.cancelled else 0
+
+
+def _check_cluster_options(args: argparse.Namespace) -> None:
+    from ..cli import CliError
+    if (args.workers or args.worker_threads) and not args.cluster:
+        raise CliError("--workers/--worker-threads need --cluster ADDRESS")
+    if args.cluster:
+        from ..core.cluster import parse_address
+        parse_address(args.cluster)     # a bad address is one line before the model is loaded
+
+
+def _shard_progress(bar):
+    """The progress bar of a cluster run: images of finished shards, and a line when a worker was lost."""
+    def progress(p) -> None:
+        if bar is None:
+            return
+        if p.message:
+            bar.write(f"advgui eval: {p.message}")
+        bar.set_postfix_str(f"shards {p.shards_done}/{p.shards}" + (f", {p.retried} retried" if p.retried else ""),
+                            refresh=False)
+        bar.update(p.done - bar.n)
+    return progress
+
+
+def _note_partial(n: int, total: int, cancelled: bool) -> None:
+    if cancelled and n < total:
+        print(f"advgui eval: cancelled: the numbers are of the {n} of {total} images whose shards finished",
+              file=sys.stderr)
+
+
+def _release(args: argparse.Namespace) -> None:
+    if args.cluster:
+        from ..core.cluster import release
+        release()
 
 
 def run_suite_command(args: argparse.Namespace) -> int:
@@ -258,14 +319,31 @@ def run_suite_command(args: argparse.Namespace) -> int:
                                     if ev.stage_index >= 0 else f"check: {ev.stage}", refresh=False)
             bar.update(int(1000 * ev.fraction) - bar.n)
 
-    with SigintCancel() as stop:
-        try:
-            report = run_suite(clf, x, y, suite=args.suite, eps=eps, norm=args.norm, batch_size=args.batch_size,
-                               seed=args.seed, sanity=not args.no_sanity, paths=names, keep_adv=False,
-                               progress=progress, cancel=stop.event)
-        finally:
+    pool = None
+    try:
+        if args.cluster:
+            pool = open_cluster_from_args(args, clf, "advgui eval")
             if bar is not None:
                 bar.close()
+                from tqdm import tqdm
+                bar = tqdm(total=len(y), unit="img", file=sys.stderr, dynamic_ncols=True, desc=f"{args.suite} (shards)")
+        with SigintCancel() as stop:
+            try:
+                if pool is not None:
+                    from ..core.cluster import suite_on_cluster
+                    report = suite_on_cluster(pool, clf, x, y, suite=args.suite, eps=eps, norm=args.norm,
+                                              batch_size=args.batch_size, seed=args.seed, sanity=not args.no_sanity,
+                                              paths=names, progress=_shard_progress(bar), cancel=stop.event)
+                else:
+                    report = run_suite(clf, x, y, suite=args.suite, eps=eps, norm=args.norm, batch_size=args.batch_size,
+                                       seed=args.seed, sanity=not args.no_sanity, paths=names, keep_adv=False,
+                                       progress=progress, cancel=stop.event)
+            finally:
+                if bar is not None:
+                    bar.close()
+    finally:
+        _release(args)
+    _note_partial(report.n, len(y), report.cancelled)
     report.model, report.images, report.label_source = args.model, args.images, label_source
     from ..core.eps import format_eps
     lo, hi = report.ci95

@@ -184,6 +184,28 @@ def read_png(path: Path) -> torch.Tensor:
     return _decode_png(Path(path))
 
 
+@dataclass
+class EncodedImage:
+    """One image's three files as bytes: encoded where the attack ran (a cluster worker), written by the writer."""
+
+    clean_png: bytes
+    adv_png: bytes
+    adv_npz: bytes
+    verified: bool          # adv_png decodes to exactly the classified 8-bit image (True when not checked)
+
+
+def encode_images(r: Any, verify: bool = True) -> list[EncodedImage]:
+    """The clean PNG, adversarial PNG and float ``.npz`` of every image of an AttackResult."""
+    clean8 = (r.clean * 255).round().to(torch.uint8)
+    out = []
+    for k in range(len(r)):
+        adv_png = png_bytes(r.adv8[k])
+        ok = torch.equal(_decode_png(adv_png), r.adv8[k]) if verify else True
+        out.append(EncodedImage(png_bytes(clean8[k]), adv_png,
+                                npz_bytes(adv=r.adv[k].numpy().astype(np.float32), clean=clean8[k].numpy()), ok))
+    return out
+
+
 # -- output names -----------------------------------------------------------------------------------------
 
 def output_names(rels: Sequence[str], taken: Iterable[str] = ()) -> list[str]:
@@ -950,11 +972,11 @@ class ExportWriter:
             self._compact()
 
     # writing --------------------------------------------------------------------------------------------
-    def write_batch(self, batch: BatchResult) -> None:
-        """Write one attacked batch: announce its files, write them atomically, then journal each image."""
+    def write_batch(self, batch: BatchResult, encoded: Optional[Sequence["EncodedImage"]] = None) -> None:
+        """Write one attacked batch: announce its files, write them atomically, then journal each image.
+        ``encoded``: the batch's files already encoded (:func:`encode_images`, e.g. by a cluster worker)."""
         r = batch.result
         names = self.clf.class_names
-        clean8 = (r.clean * 255).round().to(torch.uint8)
         extras = self.row_extras(batch) if self.row_extras is not None else None
         plan = []
         for k, i in enumerate(batch.indices):
@@ -963,15 +985,16 @@ class ExportWriter:
         files = [p for t in plan for p in t[2:]]
         self.in_progress.update(files)
         self._journal({"writing": files})
-        for k, i, clean_rel, adv_rel, float_rel in plan:
+        if encoded is None:
+            encoded = encode_images(r, verify=self.verify)
+        if len(encoded) != len(plan):
+            raise ValueError(f"{len(encoded)} encoded images for a batch of {len(plan)}")
+        for (k, i, clean_rel, adv_rel, float_rel), enc in zip(plan, encoded):
             item = self.images.items[i]
-            adv_png = png_bytes(r.adv8[k])
-            if self.verify and not torch.equal(_decode_png(adv_png), r.adv8[k]):
+            if self.verify and not enc.verified:
                 raise ExportError(f"{self.out / adv_rel}: the PNG does not decode to the classified image",
                                   code="verify-failed", path=str(self.out / adv_rel))
-            for rel, data in ((clean_rel, png_bytes(clean8[k])), (adv_rel, adv_png),
-                              (float_rel, npz_bytes(adv=r.adv[k].numpy().astype(np.float32),
-                                                    clean=clean8[k].numpy()))):
+            for rel, data in ((clean_rel, enc.clean_png), (adv_rel, enc.adv_png), (float_rel, enc.adv_npz)):
                 try:
                     self.files.write(self.out, rel, data)
                 except OSError as e:

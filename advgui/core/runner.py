@@ -6,7 +6,7 @@ for the label (and the batch says so), so "success" then means "the prediction c
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, Optional, Sequence
+from typing import Any, Callable, Iterator, Optional, Sequence
 
 import numpy as np
 import torch
@@ -99,15 +99,32 @@ def batch_labels(classifier: Classifier, images: ImageSet, indices: Sequence[int
                  ) -> tuple[torch.Tensor, list[str]]:
     """True labels of a batch from the ImageFolder tree, or the clean prediction standing in for them.
     Returns (labels on the CPU, "folder" or "prediction" per image)."""
-    labels = images.labels_tensor(indices)
+    return labels_or_predictions(classifier, images.labels_tensor(indices), x)
+
+
+def labels_or_predictions(classifier: Classifier, labels: Optional[torch.Tensor], x: torch.Tensor
+                          ) -> tuple[torch.Tensor, list[str]]:
+    """``labels`` ("folder") when there are some, else the clean predictions on ``x`` ("prediction")."""
     if labels is not None:
-        return labels, ["folder"] * len(indices)
+        return labels, ["folder"] * len(labels)
     with torch.no_grad():
         was = classifier.training
         classifier.eval()
         pred = classifier(x).argmax(1).cpu()
         classifier.train(was)
-    return pred, ["prediction"] * len(indices)
+    return pred, ["prediction"] * len(pred)
+
+
+def curve_point(info: Any, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """One step of the per-image curves the Batch tab keeps: loss, probability of the true class, probability of
+    the target (or of the most likely other class; NaN when the top-k holds no other class), success."""
+    if info.target_prob is not None:
+        other = np.asarray(info.target_prob, float)
+    else:
+        not_true = info.topk_labels != labels[:, None]
+        first = np.argmax(not_true, axis=1)
+        other = np.where(not_true.any(1), info.topk_probs[np.arange(len(labels)), first], np.nan)
+    return info.loss.astype(float), info.true_prob.astype(float), other, info.success.copy()
 
 
 def attack_batches(classifier: Classifier, images: ImageSet, attack: Attack, *, batch_size: int = 64,

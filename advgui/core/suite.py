@@ -320,6 +320,21 @@ class _PassCounter:
 SuiteStream = Generator[SuiteEvent, Optional[bool], SuiteReport]
 
 
+def suite_model_checks(classifier: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, *, seed: int = 0
+                       ) -> tuple[list[SanityWarning], dict[str, Any]]:
+    """The suite's model-level checks before any stage (model checks on the first 64 images, gradient health on
+    the first 256): the warnings, and ``{"gradient_health": ...}`` for the report's checks."""
+    warnings: list[SanityWarning] = []
+    try:
+        warnings += check_model(classifier, images, labels)
+    except RuntimeError as e:   # a model whose output carries no gradient at all
+        warnings.append(SanityWarning(
+            "zero-gradients", f"the model's output has no input gradient ({e}); gradient attacks are blind, "
+            "so their accuracy is an upper bound; the Square stage does not need gradients"))
+    health, hw = gradient_health(classifier, images, labels, seed=seed)
+    return warnings + hw, {"gradient_health": health.to_dict()}
+
+
 def iter_suite(classifier: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, *, suite: str = "standard",
                eps: float = 8 / 255, norm: str = "linf", batch_size: int = 128, seed: int = 0, sanity: bool = True,
                paths: Optional[Sequence[str]] = None, attacks: Optional[Sequence[Attack]] = None,
@@ -382,15 +397,8 @@ def iter_suite(classifier: torch.nn.Module, images: torch.Tensor, labels: torch.
     if (yield event("start", message=f"{suite}: {n} images, clean accuracy {100 * robust.mean():.1f}%")):
         cancelled = True
     if sanity and not cancelled:
-        try:
-            warnings += check_model(classifier, images, y_all)
-        except RuntimeError as e:   # a model whose output carries no gradient at all
-            warnings.append(SanityWarning(
-                "zero-gradients", f"the model's output has no input gradient ({e}); gradient attacks are blind, "
-                "so their accuracy is an upper bound; the Square stage does not need gradients"))
-        health, hw = gradient_health(classifier, images, y_all, seed=seed)
-        checks["gradient_health"] = health.to_dict()
-        warnings += hw
+        mw, checks = suite_model_checks(classifier, images, y_all, seed=seed)
+        warnings += mw
         if (yield event("checks", message="; ".join(w.code for w in warnings) or "no warnings")):
             cancelled = True
 

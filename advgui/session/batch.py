@@ -45,6 +45,9 @@ class BatchRun:
         self.steps_seen = 0
         self.export_dir = ""
         self.export_done = False          # export_dir holds a finished (or cancelled, resumable) export
+        # where "Attack all images" runs: "" is this process, else a Ray cluster address (local:N, auto,
+        # ray://HOST:PORT; the 'cluster' extra)
+        self.cluster = session.settings.get_str("batch/cluster", "")
 
     @property
     def running(self) -> bool:
@@ -60,8 +63,17 @@ class BatchRun:
         self.cleared.emit()
 
     # -- the whole set -------------------------------------------------------------------------------------------
-    def run(self, batch_size: Optional[int] = None) -> bool:
+    def set_cluster(self, address: str) -> None:
+        """Run the next batches on this Ray cluster address (``""``: in this process); remembered."""
+        self.cluster = str(address or "").strip()
+        self.s.settings.set("batch/cluster", self.cluster)
+
+    def run(self, batch_size: Optional[int] = None, cluster: Optional[str] = None) -> bool:
+        """Attack the whole set, in this process or (``cluster``, else the remembered address) on a Ray cluster:
+        the same signals, rows and summary either way."""
         s = self.s
+        if cluster is not None:
+            self.set_cluster(cluster)
         if s.model is None or s.images is None or not s.attack.registry:
             s.notify(Message("Open a model and images first.", "warning", context="batch"))
             return False
@@ -72,9 +84,15 @@ class BatchRun:
         self.attack_text = s.attack.describe(s.class_names)
         self.results, self.summary, self.cancelled, self.steps_seen = [], None, False, 0
         n = len(s.images.image_set)
-        s.runner.start("batch", jobs.attack_set, s.model.classifier, s.images.image_set, self.request,
-                       self.batch_size, on_yield=self._on_yield, on_return=self._on_done, on_error=self._on_error)
-        s.set_status(f"Attacking {n} images…", busy=True)
+        if self.cluster:
+            from .cluster_jobs import attack_set_cluster
+            s.runner.start("batch", attack_set_cluster, s.model.request, s.model.classifier, s.images.image_set,
+                           self.request, self.batch_size, self.cluster, on_yield=self._on_yield,
+                           on_return=self._on_done, on_error=self._on_error)
+        else:
+            s.runner.start("batch", jobs.attack_set, s.model.classifier, s.images.image_set, self.request,
+                           self.batch_size, on_yield=self._on_yield, on_return=self._on_done, on_error=self._on_error)
+        s.set_status(f"Attacking {n} images" + (f" on {self.cluster}" if self.cluster else "") + "…", busy=True)
         self.started.emit(n, self.attack_text)
         return True
 
@@ -91,12 +109,15 @@ class BatchRun:
         elif isinstance(v, jobs.BatchProgress):
             self.steps_seen = v.steps_seen
             self.progress.emit(v.done, v.total)
+        elif isinstance(v, str) and self.cluster:          # the cluster's start-up, for the status line
+            self.s.set_status(v + "…", busy=True)
 
     def _on_done(self, summary: Any) -> None:
         self.summary = summary
         s = self.s
         s.set_status(("Batch stopped: " if self.cancelled else "Batch finished: ")
-                     + f"{summary.n} images, success {100 * summary.success_rate:.1f}%", busy=False)
+                     + f"{summary.n} images, success {100 * summary.success_rate:.1f}%"
+                     + (f" (on {self.cluster})" if self.cluster else ""), busy=False)
         if s.images is not None:
             s._add_skipped([(str(sk.path), sk.reason) for sk in s.images.image_set.skipped])
         self.finished.emit(summary, self.cancelled)

@@ -246,7 +246,7 @@ def attack_set(classifier: Any, image_set: Any, request: AttackRequest, batch_si
     core SetSummary. A stop request ends the running batch with its best so far and stops."""
     import torch
     from advgui.core.attacks import make_attack
-    from advgui.core.runner import BatchResult, SetSummary, batch_labels
+    from advgui.core.runner import BatchResult, SetSummary, batch_labels, curve_point
     attack = make_attack(request.attack, **request.params)
     clf, s = classifier, image_set
     todo = list(indices) if indices is not None else list(range(len(s)))
@@ -264,14 +264,7 @@ def attack_set(classifier: Any, image_set: Any, request: AttackRequest, batch_si
         try:
             info = next(steps)
             while True:
-                if info.target_prob is not None:
-                    other = np.asarray(info.target_prob, float)
-                else:
-                    not_true = info.topk_labels != lab[:, None]
-                    first = np.argmax(not_true, axis=1)
-                    other = np.where(not_true.any(1), info.topk_probs[np.arange(len(lab)), first], np.nan)
-                curves.append((info.loss.astype(float), info.true_prob.astype(float), other, info.success.copy(),
-                               int(info.step)))
+                curves.append(curve_point(info, lab) + (int(info.step),))   # + the step (query count for Square)
                 seen += 1
                 now = time.perf_counter()
                 if now - last > 0.05 and info.total_steps:

@@ -52,7 +52,8 @@ class Job:
         self._steps_allowed = 0          # single steps granted while paused
         self._cancel = False
         self.superseded = False          # a newer job took this key: its events are dropped
-        self.finished = threading.Event()
+        self.finished = threading.Event()  # the thread is done (its last events may still be on their way)
+        self.over = False                # the generator has ended: its result or error is posted or about to be
         self.thread: Optional[threading.Thread] = None
         self.steps = 0                   # values yielded so far
 
@@ -89,7 +90,9 @@ class Job:
 
     @property
     def running(self) -> bool:
-        return not self.finished.is_set()
+        """Still working. False from the moment the generator ended, so a view asking from the job's result
+        callback (on the GUI thread) already sees it idle, even when the thread has not quite finished."""
+        return not self.over and not self.finished.is_set()
 
     # -- worker side -----------------------------------------------------------------------------------------
     def _gate(self) -> bool:
@@ -180,8 +183,10 @@ class Runner:
                 stop = job._gate()
                 value = gen.send(stop)
         except StopIteration as e:
+            job.over = True
             self._post(job, "return", e.value)
         except BaseException as e:  # noqa: BLE001 - delivered to on_error on the consumer's thread
+            job.over = True
             self._post(job, "error", e)
         finally:
             job.finished.set()
@@ -230,7 +235,7 @@ class Runner:
         while True:
             self.drain()
             busy = [job] if job is not None else list(self._all)
-            if all(not j.running for j in busy) and self._events.empty():
+            if all(j.finished.is_set() for j in busy) and self._events.empty():
                 self.drain()
                 if job is None or job not in self._all:
                     return True

@@ -335,6 +335,9 @@ class Session:
         """Stop every job and save the settings (the window closing, the end of a test)."""
         self.runner.shutdown()
         self.settings.flush()
+        import sys
+        if "advgui.core.cluster" in sys.modules:   # the workers (and a local Ray) a cluster batch started
+            sys.modules["advgui.core.cluster"].release()
 
 
 __all__ = ["Session", "default_eps", "CleanRecord"]

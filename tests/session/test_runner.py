@@ -136,3 +136,28 @@ def test_from_callbacks_reraises():
     job = r.start("cb", from_callbacks, core, on_error=errs.append)
     assert r.wait(job, 5)
     assert isinstance(errs[0], KeyError)
+
+
+def test_a_job_is_no_longer_current_when_its_result_is_delivered():
+    # The view's "is it still running?" question asked from the result callback must say no, even while the
+    # job's thread is still winding down (it was: the report button stayed disabled after the first report).
+    delivered = threading.Event()
+
+    class SlowEnd(Runner):
+        def _post(self, job, kind, value=None):
+            super()._post(job, kind, value)
+            if kind in ("return", "error"):
+                delivered.wait(5)          # the thread does not finish before the callback has run
+
+    r = SlowEnd()
+    seen = {}
+
+    def on_return(v):
+        seen["current"] = r.current("k")
+        seen["active"] = r.running()
+        delivered.set()
+
+    job = r.start("k", counter, 3, [], on_return=on_return)
+    assert r.wait(job, 10)
+    assert seen["current"] is None and job not in seen["active"]
+    assert job.finished.is_set() and not job.running
