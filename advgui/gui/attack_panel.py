@@ -13,7 +13,7 @@ from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout
 from advgui.session import Session
 from advgui.session.attack_settings import NORM_NAMES, FieldSpec
 
-from .widgets import EpsEditor, PanelScroll, plain
+from .widgets import EpsEditor, PanelScroll, plain, plain_tip
 
 
 class AttackPanel(QWidget):
@@ -112,7 +112,7 @@ class AttackPanel(QWidget):
         self.target.clear()
         self.target.addItems([f"{i}: {n}" if str(n) != str(i) else str(n) for i, n in enumerate(m.class_names)])
         for i, n in enumerate(m.class_names):
-            self.target.setItemData(i, str(n), Qt.ItemDataRole.ToolTipRole)
+            self.target.setItemData(i, plain_tip(str(n)), Qt.ItemDataRole.ToolTipRole)
         self.target.setCurrentIndex(min(max(0, self.a.target), self.target.count() - 1) if cur < 0 else
                                     min(cur, self.target.count() - 1))
         self._building = False

@@ -16,7 +16,7 @@ from advgui.session import Session
 from advgui.session.records import BatchRows
 
 from .detector import DetectorButton, DetectorColumns
-from .widgets import ElidedLabel, plain
+from .widgets import ElidedLabel, plain, plain_tip
 
 COLUMNS = ["Image", "True", "Clean", "Adversarial", "Fooled", "8-bit", "L∞/255", "L2", "Flip"]
 TIPS = ["Image file (relative to the opened folder)", "True label (folder name), or the clean prediction",
@@ -110,7 +110,7 @@ class ResultsModel(QAbstractTableModel):
         if role == Qt.ItemDataRole.TextAlignmentRole and c >= 4:
             return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
         if role == Qt.ItemDataRole.ToolTipRole and c in (0, 1, 2, 3):
-            return self.data(index, Qt.ItemDataRole.DisplayRole)
+            return plain_tip(self.data(index, Qt.ItemDataRole.DisplayRole))
         return None
 
 

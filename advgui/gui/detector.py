@@ -10,6 +10,7 @@ from PySide6.QtWidgets import QFileDialog, QMenu, QToolButton, QWidget
 
 from advgui.session import Session
 from advgui.session.detect import DETECTORS, NAMES, SHORT, fmt_score
+from .widgets import plain_tip
 
 FLAG_COLOR = "#c62828"
 
@@ -56,7 +57,7 @@ class DetectorButton(QToolButton):
         self.act_save.setEnabled(d.loaded and not busy)
         self.act_remove.setEnabled(d.loaded and not busy)
         self.setText("Detector ✓" if d.loaded else "Detector")
-        self.setToolTip(d.info.text() if d.info is not None else
+        self.setToolTip(plain_tip(d.info.text()) if d.info is not None else
                         "Load or fit an adversarial-input detector: its scores show here and in the Batch table")
 
     def load_dialog(self) -> None:

@@ -17,7 +17,7 @@ from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QFileDialog, QFrame
 from advgui.session import Session
 from advgui.session.evaluate import SUITE_NAMES, EvaluateRequest, StageRow
 
-from .widgets import ElidedLabel, EpsEditor, heading_font, plain
+from .widgets import ElidedLabel, EpsEditor, heading_font, plain, plain_tip
 
 COLUMNS = ["Stage", "Progress", "Robust accuracy", "Seconds", "Passes fwd / bwd", "Queries"]
 TIPS = ["The attack of each stage, in order; each attacks only the images still robust before it. Sanity probes "
@@ -291,14 +291,14 @@ class EvaluateTab(QWidget):
         i = self._row_of(r)
         name = ("check: " if r.probe else "") + r.label
         self.table.item(i, 0).setText(name)
-        self.table.item(i, 0).setToolTip(name + (f"\n{r.note}" if r.note else ""))
+        self.table.item(i, 0).setToolTip(plain_tip(name + (f"\n{r.note}" if r.note else "")))
         bar = self.table.cellWidget(i, 1)
         status = r.status
         bar.setValue(int(1000 * (1.0 if status in ("done", "skipped") else r.fraction)))
         bar.setFormat(f"running {100 * r.fraction:.0f}%" if status == "running" else status)
         bar.setStyleSheet("QProgressBar { border: 1px solid #b0bec5; border-radius: 2px; text-align: center; }"
                           f"QProgressBar::chunk {{ background: {BAR_COLORS.get(status, '#cfd8dc')}; }}")
-        bar.setToolTip(r.note or status)
+        bar.setToolTip(plain_tip(r.note or status))
         if status == "pending" or not r.n:
             acc = ""
         elif status == "running":

@@ -16,7 +16,7 @@ from advgui.session import Session
 from advgui.session.gan import GanRequest
 
 from .harden import _combo, _row
-from .widgets import ElidedLabel, EpsEditor, plain
+from .widgets import ElidedLabel, EpsEditor, plain, plain_tip
 
 REDRAW_MS = 100          # live curves: at most ~10 redraws a second, with the newest data
 DATA_EXAMPLES = ["demo-digits"]
@@ -191,7 +191,7 @@ class GanTab(QWidget):
         self.target.addItem("untargeted", None)
         for i, n in enumerate(m.class_names):
             self.target.addItem(f"{i}: {n}" if str(n) != str(i) else str(n), i)
-            self.target.setItemData(i + 1, str(n), Qt.ItemDataRole.ToolTipRole)
+            self.target.setItemData(i + 1, plain_tip(str(n)), Qt.ItemDataRole.ToolTipRole)
         j = self.target.findData(cur if cur is not None else self.g.request.target) if \
             (cur if cur is not None else self.g.request.target) is not None else 0
         self.target.setCurrentIndex(max(0, j))

@@ -14,7 +14,7 @@ from PySide6.QtWidgets import (QFileDialog, QHBoxLayout, QLabel, QListView, QLis
 from advgui.session import Session
 
 from .display import qimage
-from .widgets import ElidedLabel, plain
+from .widgets import ElidedLabel, plain, plain_tip
 
 IMAGE_FILTER = ("Images (*.png *.jpg *.jpeg *.bmp *.gif *.tif *.tiff *.webp *.ppm *.pgm *.pnm *.tga);;"
                 "All files (*)")
@@ -85,7 +85,7 @@ class ThumbModel(QAbstractListModel):
             if lab is not None and pv is not None and pv.pred != lab:
                 return QBrush(QColor("#c62828"))
         if role == Qt.ItemDataRole.ToolTipRole:      # the whole text, whatever the list's width cuts
-            return self.data(index, Qt.ItemDataRole.DisplayRole)
+            return plain_tip(self.data(index, Qt.ItemDataRole.DisplayRole))
         return None
 
 
@@ -172,7 +172,7 @@ class ImagesPanel(QWidget):
         if len(opened.paths) > 1:
             where = f"{len(opened.paths)} dropped items"
         self.header.setText(f"{len(s)} images · {where}")
-        self.header.setToolTip(str(s.root))
+        self.header.setToolTip(plain_tip(str(s.root)))
         notes = [n for n in opened.notes if n]
         self.how.setText(notes[0] if notes else "true labels from folder names" if s.labelled
                          else "no labels: the clean prediction stands in")
@@ -182,7 +182,7 @@ class ImagesPanel(QWidget):
     def _skipped(self, items: list) -> None:
         for path, reason in items:
             it = QListWidgetItem(f"{Path(path).name} — {reason}")
-            it.setToolTip(f"{path}\n{reason}")
+            it.setToolTip(plain_tip(f"{path}\n{reason}"))
             it.setData(Qt.ItemDataRole.UserRole, path)
             self.skipped.addItem(it)
             if self.s.images is not None:

@@ -11,7 +11,7 @@ from PySide6.QtWidgets import QComboBox, QFormLayout, QHBoxLayout, QLabel, QPush
 
 from advgui.session import ModelRequest, Session
 
-from .widgets import ElidedLabel, PathEdit, plain
+from .widgets import ElidedLabel, PathEdit, plain, plain_tip
 
 LABEL_FILTER = "Class names (*.txt *.json);;All files (*)"
 QUICK = [("demo", "demo — digits CNN (built in)"), ("demo-robust", "demo-robust — adversarially trained demo"),
@@ -90,11 +90,11 @@ class ModelPanel(QWidget):
         s = m.summary
         self.open_btn.setEnabled(True)
         self.name.setText(Path(str(s["spec"])).name if "/" in str(s["spec"]) else str(s["spec"]))
-        lines = [f"{s['classes']} classes · input {s['input']} · {int(s['parameters']):,} parameters · {s['device']}"]
+        lines = [f"{s['classes']} classes · input {s['input']} · {int(s['parameters']):,} parameters"]
         fam = s.get("family")
         box = "white-box (gradients)" if s.get("white_box", True) else \
             f"black-box only ({s.get('black_box_reason') or 'no gradients'})"
-        lines.append(f"{fam} · {box}" if fam else box)
+        lines.append(" · ".join(str(p) for p in (fam, box, s["device"]) if p))
         mean, std = s.get("mean"), s.get("std")
         if mean is not None:
             lines.append("mean " + ", ".join(f"{v:.3g}" for v in mean) + " · std " +
@@ -106,7 +106,7 @@ class ModelPanel(QWidget):
                          + (f"{diff:.2g}" if isinstance(diff, (int, float)) else str(diff)))
         lines += [str(n) for n in s.get("notes") or []]
         self.summary.setText("\n".join(lines))
-        self.summary.setToolTip(f"source: {m.classifier.source}\nloaded in {m.seconds:.2f} s")
+        self.summary.setToolTip(plain_tip(f"source: {m.classifier.source}\nloaded in {m.seconds:.2f} s"))
         self.labels.setText(m.request.labels)
         i = self.device.findData(m.request.device)
         self.device.setCurrentIndex(max(0, i))

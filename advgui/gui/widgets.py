@@ -5,14 +5,25 @@ User data (class names, file names, error texts quoting them) is only ever shown
 name such as ``<img src=... width=6000>`` must not become markup."""
 from __future__ import annotations
 
+import html
 from typing import Optional, Sequence
 
 from PySide6.QtCore import QEvent, QRectF, QSize, Qt, QTimer, Signal
+from PySide6 import QtGui
 from PySide6.QtGui import QColor, QFont, QLinearGradient, QPainter, QPalette, QValidator
 from PySide6.QtWidgets import (QDoubleSpinBox, QFileDialog, QFrame, QHBoxLayout, QLabel, QLineEdit,
                                QPushButton, QScrollArea, QSizePolicy, QToolButton, QWidget)
 
 from advgui.core.eps import parse_eps
+
+
+def plain_tip(text: str) -> str:
+    """``text`` as a tooltip that shows it literally. Qt draws a tooltip as rich text when it looks like markup
+    (``Qt.mightBeRichText``): a file called ``<img src=/dev/zero>.png`` would otherwise be loaded as an image
+    when the mouse rests on it. Such text is escaped and kept on its own lines."""
+    if not text or not QtGui.Qt.mightBeRichText(text):
+        return text
+    return "<p style='white-space:pre'>" + html.escape(text, quote=False) + "</p>"
 
 
 def plain(label: QLabel) -> QLabel:
@@ -60,7 +71,7 @@ class ElidedLabel(QLabel):
         width = max(10, self.width() - 2)
         shown = self.fontMetrics().elidedText(self._full, self._mode, width)
         super().setText(shown)
-        self.setToolTip(self._full if shown != self._full else "")
+        self.setToolTip(plain_tip(self._full) if shown != self._full else "")
 
 
 class PanelScroll(QScrollArea):
@@ -316,7 +327,8 @@ class ConfidenceBars(QWidget):
         if items != self.items:          # at 0.1% resolution: nothing visible changes otherwise
             self.items = items
             # names are elided when painted: the tooltip has them whole
-            self.setToolTip("\n".join(f"{n}: {'–' if p != p else f'{100 * p:.1f}%'}" for n, p, _r in items))
+            self.setToolTip(plain_tip("\n".join(f"{n}: {'–' if p != p else f'{100 * p:.1f}%'}"
+                                                for n, p, _r in items)))
             self.update()
 
     def elided_names(self) -> list[str]:

@@ -72,3 +72,29 @@ def test_hostile_names_stay_text_in_every_view(qtbot, hostile_window):
     cells = [tab.model.data(tab.model.index(r, 1)) for r in range(tab.row_count())]
     assert any(HOSTILE[0] in c for c in cells)
     assert tab.summary.textFormat() == Qt.TextFormat.PlainText
+    # tooltips too: Qt draws a tooltip as rich text when it looks like markup, so each one that carries a
+    # hostile name must read back as that name, literally
+    model_bold = w.images_panel.model
+    tips = [model_bold.data(model_bold.index(i), Qt.ItemDataRole.ToolTipRole),
+            tab.model.data(tab.model.index(0, 1), Qt.ItemDataRole.ToolTipRole),
+            w.attack_panel.target.itemData(0, Qt.ItemDataRole.ToolTipRole),
+            w.explore.views.orig_bars.toolTip()]
+    assert "<b style='font-size:90px'>bold.png" in _as_shown(tips[0])
+    assert HOSTILE[0] in _as_shown(tips[1]) and _as_shown(tips[2]) == HOSTILE[0]
+    assert HOSTILE[0] in _as_shown(tips[3])            # the top-k bars of the image on show (its class 0)
+
+
+def _as_shown(tip: str) -> str:
+    """The text a tooltip shows: Qt renders it as HTML when Qt.mightBeRichText says it looks like markup."""
+    from PySide6.QtGui import QTextDocument, Qt as GuiQt
+    if not GuiQt.mightBeRichText(tip):
+        return tip
+    doc = QTextDocument()
+    doc.setHtml(tip)
+    return doc.toPlainText()
+
+
+def test_plain_tip_shows_markup_literally(qtbot):
+    from advgui.gui.widgets import plain_tip
+    for text in HOSTILE + ["two lines\n<img src='x'>", "a < b & c", "plain name"]:
+        assert _as_shown(plain_tip(text)) == text
