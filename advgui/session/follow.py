@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import threading
 import time
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Optional
 
@@ -137,7 +138,7 @@ def side_model(session: "Session") -> Optional[SideModel]:
     return side
 
 
-class FrameFollower:
+class FrameFollower(ABC):
     """Base of the parts that compute per frame on show. Subclasses set ``KEY`` and implement ``active``,
     ``_plan(shown, rest)`` (a request for a job, or None when the cache has everything; it also shows what is
     cached), ``_job`` (a generator function taking the side model and the request), ``_store(result)``,
@@ -165,28 +166,35 @@ class FrameFollower:
         ex.run_failed.connect(lambda _m: self.refresh())
         ex.paused_changed.connect(lambda _p: self.refresh())
 
-    # -- to implement ---------------------------------------------------------------------------------------------
+    # -- what a subclass implements ------------------------------------------------------------------------------
     @property
+    @abstractmethod
     def active(self) -> bool:
-        return False
+        """The follower has something to compute (its overlay or detector is switched on)."""
 
+    @abstractmethod
     def _plan(self, shown: Shown, rest: bool) -> Optional[Any]:
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def _job(self, side: SideModel, request: Any) -> Any:
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def _store(self, result: Any) -> None:
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def _clear(self, new_image: bool) -> None:
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def _failed(self, e: BaseException) -> None:
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def _emit(self, shown: Shown) -> None:
-        raise NotImplementedError
+        ...
 
     # -- the loop -------------------------------------------------------------------------------------------------
     @property
