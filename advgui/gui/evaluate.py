@@ -11,13 +11,13 @@ from typing import Any, Optional
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QBrush, QColor
 from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QFileDialog, QFrame, QHBoxLayout, QHeaderView, QLabel,
-                               QMessageBox, QProgressBar, QPushButton, QScrollArea,
+                               QMessageBox, QProgressBar, QPushButton,
                                QSizePolicy, QSpinBox, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
 
 from advgui.session import Session
 from advgui.session.evaluate import SUITE_NAMES, EvaluateRequest, StageRow
 
-from .widgets import ElidedLabel, EpsEditor, heading_font, plain, plain_tip
+from .widgets import ElidedLabel, EpsEditor, heading_font, plain, plain_tip, scrolled_page
 
 COLUMNS = ["Stage", "Progress", "Robust accuracy", "Seconds", "Passes fwd / bwd", "Queries"]
 TIPS = ["The attack of each stage, in order; each attacks only the images still robust before it. Sanity probes "
@@ -61,17 +61,7 @@ class EvaluateTab(QWidget):
         super().__init__(parent)
         self.s = session
         self.e = session.evaluate
-        outer = QVBoxLayout(self)
-        outer.setContentsMargins(0, 0, 0, 0)
-        scroll = QScrollArea()          # scrolls rather than widening the window's minimum size
-        scroll.setWidgetResizable(True)
-        scroll.setFrameShape(QScrollArea.Shape.NoFrame)
-        content = QWidget()
-        scroll.setWidget(content)
-        outer.addWidget(scroll)
-        lay = QVBoxLayout(content)
-        lay.setContentsMargins(6, 6, 6, 6)
-        lay.setSpacing(4)
+        lay = scrolled_page(self)
         # -- what to run
         row = QHBoxLayout()
         self.suite = QComboBox()

@@ -10,13 +10,13 @@ from typing import Any, Optional
 
 from PySide6.QtCore import Qt, QTimer
 from PySide6.QtWidgets import (QComboBox, QDoubleSpinBox, QFileDialog, QGridLayout, QHBoxLayout, QLabel,
-                               QProgressBar, QPushButton, QScrollArea, QSizePolicy, QSpinBox, QVBoxLayout, QWidget)
+                               QProgressBar, QPushButton, QSizePolicy, QSpinBox, QVBoxLayout, QWidget)
 
 from advgui.session import Session
 from advgui.session.gan import GanRequest
 
 from .harden import _combo, _row
-from .widgets import ElidedLabel, EpsEditor, plain, plain_tip
+from .widgets import ElidedLabel, EpsEditor, plain, plain_tip, scrolled_page
 
 REDRAW_MS = 100          # live curves: at most ~10 redraws a second, with the newest data
 DATA_EXAMPLES = ["demo-digits"]
@@ -29,17 +29,7 @@ class GanTab(QWidget):
         self.s = session
         self.g = session.gan
         self.plots: Any = None
-        outer = QVBoxLayout(self)
-        outer.setContentsMargins(0, 0, 0, 0)
-        scroll = QScrollArea()           # the content scrolls rather than widening the window's minimum size
-        scroll.setWidgetResizable(True)
-        scroll.setFrameShape(QScrollArea.Shape.NoFrame)
-        content = QWidget()
-        scroll.setWidget(content)
-        outer.addWidget(scroll)
-        lay = QVBoxLayout(content)
-        lay.setContentsMargins(6, 6, 6, 6)
-        lay.setSpacing(4)
+        lay = scrolled_page(self)
         self.form = QGridLayout()            # two label/field columns when wide, one when narrow (_arrange)
         self.form.setHorizontalSpacing(6)
         self.form.setVerticalSpacing(4)

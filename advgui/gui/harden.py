@@ -9,12 +9,12 @@ from typing import Any, Optional
 
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog, QFormLayout, QHBoxLayout, QLabel,
-                               QProgressBar, QPushButton, QScrollArea, QSizePolicy, QSpinBox, QVBoxLayout, QWidget)
+                               QProgressBar, QPushButton, QSizePolicy, QSpinBox, QVBoxLayout, QWidget)
 
 from advgui.session import Session
 from advgui.session.harden import HOLD_OUT, METHODS, HardenRequest
 
-from .widgets import ElidedLabel, EpsEditor, plain
+from .widgets import ElidedLabel, EpsEditor, plain, scrolled_page
 
 HOLD_OUT_TEXT = "(hold out 10% of the data)"
 DATA_EXAMPLES = ["demo-digits", "demo-digits-test"]
@@ -64,17 +64,7 @@ class HardenTab(QWidget):
         self.s = session
         self.h = session.harden
         self.plots: Any = None
-        outer = QVBoxLayout(self)
-        outer.setContentsMargins(0, 0, 0, 0)
-        scroll = QScrollArea()           # the content scrolls rather than widening the window's minimum size
-        scroll.setWidgetResizable(True)
-        scroll.setFrameShape(QScrollArea.Shape.NoFrame)
-        content = QWidget()
-        scroll.setWidget(content)
-        outer.addWidget(scroll)
-        lay = QVBoxLayout(content)
-        lay.setContentsMargins(6, 6, 6, 6)
-        lay.setSpacing(4)
+        lay = scrolled_page(self)
         forms = QHBoxLayout()
         left, right = QFormLayout(), QFormLayout()
         for f in (left, right):

@@ -12,7 +12,7 @@ from PySide6.QtCore import QEvent, QRectF, QSize, Qt, QTimer, Signal
 from PySide6 import QtGui
 from PySide6.QtGui import QColor, QFont, QLinearGradient, QPainter, QPalette, QValidator
 from PySide6.QtWidgets import (QDoubleSpinBox, QFileDialog, QFrame, QHBoxLayout, QLabel, QLineEdit,
-                               QPushButton, QScrollArea, QSizePolicy, QToolButton, QWidget)
+                               QPushButton, QScrollArea, QSizePolicy, QToolButton, QVBoxLayout, QWidget)
 
 from advgui.core.eps import parse_eps
 
@@ -72,6 +72,23 @@ class ElidedLabel(QLabel):
         shown = self.fontMetrics().elidedText(self._full, self._mode, width)
         super().setText(shown)
         self.setToolTip(plain_tip(self._full) if shown != self._full else "")
+
+
+def scrolled_page(page: QWidget) -> QVBoxLayout:
+    """Give a tab page a scrolling content area (a short screen scrolls it rather than widening the window's
+    minimum size); returns the content's layout."""
+    outer = QVBoxLayout(page)
+    outer.setContentsMargins(0, 0, 0, 0)
+    scroll = QScrollArea()
+    scroll.setWidgetResizable(True)
+    scroll.setFrameShape(QScrollArea.Shape.NoFrame)
+    content = QWidget()
+    scroll.setWidget(content)
+    outer.addWidget(scroll)
+    lay = QVBoxLayout(content)
+    lay.setContentsMargins(6, 6, 6, 6)
+    lay.setSpacing(4)
+    return lay
 
 
 class PanelScroll(QScrollArea):
