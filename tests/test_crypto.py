@@ -356,3 +356,44 @@ def test_new_key_is_wrapped_by_a_helper_and_nothing_is_on_disk_before_the_first_
     w.close()                                              # nothing attacked: still a resumable encrypted export
     assert {"encryption.json", "manifest.json.enc", "manifest.csv.enc"} <= {p.name for p in out.iterdir()}
     assert read_export_settings(out, passphrase=PASS).images_done == 0
+
+
+def test_batches_finished_while_the_key_is_wrapped_are_held_then_all_written(tmp_path, digits9, demo_model,
+                                                                            monkeypatch):
+    # The attack goes on while the key's scrypt runs: finished batches are held (nothing on disk before the key
+    # file), then written in order once the key is ready; the export is the same as without the wait.
+    from advgui.core.attacks import make_attack
+    from advgui.core.data import open_images
+    checks = {"n": 0}
+    on_disk_while_waiting = []
+
+    def ready(self):
+        checks["n"] += 1
+        if checks["n"] <= 2:                              # the first two batches find the key not ready
+            on_disk_while_waiting.append(sorted(p.name for p in out.iterdir()))
+            return False
+        return True
+
+    monkeypatch.setattr(crypto.Key, "ready", property(ready))
+    images = open_images(digits9, demo_model.class_names)
+    run = {"attack": "fgsm", "params": {"eps": 0.1}, "model": "demo", "images": str(digits9), "seed": 0,
+           "target": None}
+    out = tmp_path / "enc"
+    progress = []
+    with ExportWriter(out, classifier=demo_model, image_set=images, run_info=run, passphrase=PASS) as w:
+        res = w.run(make_attack("fgsm", eps=0.1), batch_size=2, progress=progress.append)
+    assert on_disk_while_waiting == [[".advgui-export.lock"]] * 2     # held: not a file before the key
+    assert [p.batch for p in progress] == [2, 2, 2, 2, 1]            # every batch reported once, in order
+    assert [p.done for p in progress] == [2, 4, 6, 8, 9] and res.written_now == 9 and res.complete
+    plain = tmp_path / "plain"
+    decrypt_export(out, plain, PASS)
+    rows = json.loads((plain / "manifest.json").read_text())["images"]
+    assert len(rows) == 9 and all((plain / r["adv_png"]).is_file() for r in rows)
+    # a small hold limit writes each batch at once (waiting for the key), as before
+    monkeypatch.setattr(export, "HOLD_BYTES", 1)
+    checks["n"] = 0
+    on_disk_while_waiting.clear()
+    out = tmp_path / "enc2"
+    with ExportWriter(out, classifier=demo_model, image_set=images, run_info=run, passphrase=PASS) as w:
+        w.run(make_attack("fgsm", eps=0.1), batch_size=2)
+    assert len(on_disk_while_waiting) == 1          # asked once, then the key file was written and never asked

@@ -139,6 +139,11 @@ class Key:
         self._passphrase: Optional[str] = None
 
     @property
+    def ready(self) -> bool:
+        """Reading ``wrapped`` will not wait for the helper process (its scrypt has finished, or there is none)."""
+        return self._wrapped is not None or self._pending is None or self._pending.poll() is not None
+
+    @property
     def wrapped(self) -> bytes:
         """The secret key wrapped with the passphrase (waits for the background wrapping of a new key)."""
         if self._wrapped is None:

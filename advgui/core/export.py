@@ -59,6 +59,8 @@ OUR_ROOT_FILES = (MANIFEST_JSON, MANIFEST_CSV, JOURNAL)
 FORMAT = "advgui-export-2"
 SIGNATURE = "advgui"
 # run settings that must match for a resume (batch size and device do not change any image's result)
+# finished batches a new encrypted export may hold in memory while its key's scrypt runs (ExportWriter.run)
+HOLD_BYTES = 256 * 2 ** 20
 RESUME_KEYS = ("attack", "params", "model", "weights", "images", "seed", "target")
 _PATH_KEYS = ("model", "weights", "images")
 _MAX_MANIFEST = 1 << 30
@@ -755,6 +757,11 @@ class ExportWriter:
         self._write_manifest(complete=False)        # the header: resumable before the first image
         self._open_journal(truncate=True)
 
+    def _waiting_for_key(self) -> bool:
+        """A new encrypted export whose key file cannot be written yet without waiting for the scrypt helper."""
+        key = getattr(self.files, "key", None)
+        return self._header_pending and key is not None and not key.ready
+
     def _write_key_header(self) -> None:
         from .crypto import KEY_FILE, folder_header
         self._header_pending = False
@@ -1038,6 +1045,22 @@ class ExportWriter:
             return stop or is_cancelled(cancel)
 
         cancelled = False
+        # A new encrypted export cannot write its first file before the key file, which waits for the key's
+        # scrypt in a helper process (about a second): meanwhile finished batches are encoded and held in memory
+        # (up to HOLD_BYTES), not written, so the attack goes on beside the scrypt. A crash loses only them.
+        held: list[tuple[BatchResult, Any]] = []
+        held_bytes = 0
+
+        def write_held() -> None:
+            nonlocal held_bytes
+            while held:
+                b, enc = held.pop(0)
+                self.write_batch(b) if enc is None else self.write_batch(b, enc)
+                if progress is not None:
+                    progress(ExportProgress(self.done_in_set(), len(self.images), len(self.images.skipped),
+                                            self.written_now, len(b.indices)))
+            held_bytes = 0
+
         for batch in attack_batches(self.clf, self.images, attack, batch_size=batch_size, target=target, seed=seed,
                                     indices=self.pending_indices(), observer=obs,
                                     should_stop=lambda: is_cancelled(cancel)):
@@ -1045,10 +1068,16 @@ class ExportWriter:
                 cancelled = True
                 break
             summary.add(batch.result)
-            self.write_batch(batch)
-            if progress is not None:
-                progress(ExportProgress(self.done_in_set(), len(self.images), len(self.images.skipped),
-                                        self.written_now, len(batch.indices)))
+            if self._waiting_for_key():
+                r = batch.result
+                held.append((batch, encode_images(r, verify=self.verify)))
+                held_bytes += sum(t.numel() * t.element_size() for t in (r.clean, r.adv, r.adv8))
+                if held_bytes < HOLD_BYTES:
+                    continue
+            else:
+                held.append((batch, None))
+            write_held()
+        write_held()                                      # batches finished before a cancel are kept
         if not cancelled and is_cancelled(cancel):       # stopped between batches: was anything left?
             bad = {str(s.path) for s in self.images.skipped}
             cancelled = any(str(self.images.items[i].path) not in bad for i in self.pending_indices())
