@@ -43,6 +43,12 @@ def banner(session: Session, msg: Message, open_dialog: Callable[..., Any]) -> t
                     + (f" (expected at {d['cache_path']})" if d.get("cache_path") else "")
                     + ". Choose a weights file, or allow the download.",
                     [("Open model…", lambda: open_dialog(arch=str(d.get("arch", ""))))])
+        if code in ("passphrase-needed", "wrong-passphrase"):
+            # also after a restart: the remembered model is encrypted and its passphrase is never remembered
+            return (f"{_name(path)} is encrypted"
+                    + (": that passphrase does not open it" if code == "wrong-passphrase" else "")
+                    + ". Give its passphrase in the Open model dialog; it is decrypted in memory only.",
+                    [("Enter the passphrase…", lambda: open_dialog(path=str(path)))])
         if code == "onnx-dynamic-shape":
             return (f"{_name(path)} does not fix its input size. Choose one in the Open model dialog.",
                     [("Choose the input size…", lambda: open_dialog(path=str(path)))])

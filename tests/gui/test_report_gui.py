@@ -62,3 +62,24 @@ def test_open_model_dialog_asks_for_the_passphrase_of_an_encrypted_file(qtbot, w
     assert m.args[0].request.spec == str(enc)
     w.s.settings.flush()
     assert "s3cret" not in json.dumps(w.s.settings.get_dict("model"))
+
+
+def test_a_remembered_encrypted_model_asks_for_its_passphrase_after_a_restart(qtbot, make_window, tmp_path):
+    # the passphrase is never remembered: at the next start the window says so and offers the dialog
+    pytest.importorskip("pyrage")
+    from advgui.core import crypto
+    from advgui.core.models import resource_path
+    from advgui.gui.model_dialog import ModelDialog
+    from advgui.session import SettingsStore
+    enc = tmp_path / "robust.safetensors.enc"
+    crypto.encrypt_file(resource_path("demo_digits_robust.safetensors"), enc, "s3cret")
+    st = SettingsStore()
+    st.set("model", {"spec": str(enc)})
+    st.flush()
+    w = make_window(SettingsStore())
+    qtbot.waitUntil(lambda: w.banner.isVisible() and "is encrypted" in w.banner.text, timeout=30_000)
+    assert w.s.model.summary["spec"] == "demo"                 # the demo stands in meanwhile
+    w.banner.click("Enter the passphrase…")
+    dlg = w.model_panel.findChildren(ModelDialog)[-1]
+    assert dlg.isVisible() and dlg.file.text() == str(enc) and dlg.form.isRowVisible(dlg.passphrase)
+    dlg.reject()
