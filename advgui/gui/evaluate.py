@@ -166,6 +166,9 @@ class EvaluateTab(QWidget):
         bottom.addWidget(QLabel("Fooled"))
         bottom.addWidget(self.fooled, 1)
         bottom.addWidget(self.open_btn)
+        lay.addLayout(bottom)
+        bottom = QHBoxLayout()                  # the files on a row of their own: the tab fits 1024 px
+        bottom.addStretch(1)
         bottom.addWidget(self.save_btn)
         from .report_button import ReportButton
         e_ = session.evaluate

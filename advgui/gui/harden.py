@@ -14,7 +14,7 @@ from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog
 from advgui.session import Session
 from advgui.session.harden import HOLD_OUT, METHODS, HardenRequest
 
-from .widgets import ElidedLabel, EpsEditor, plain, scrolled_page
+from .widgets import ElidedLabel, EpsEditor, SideBySide, plain, scrolled_page
 
 HOLD_OUT_TEXT = "(hold out 10% of the data)"
 DATA_EXAMPLES = ["demo-digits", "demo-digits-test"]
@@ -65,12 +65,11 @@ class HardenTab(QWidget):
         self.h = session.harden
         self.plots: Any = None
         lay = scrolled_page(self)
-        forms = QHBoxLayout()
         left, right = QFormLayout(), QFormLayout()
         for f in (left, right):
             f.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
-            forms.addLayout(f, 1)
-        lay.addLayout(forms)
+        self.forms = SideBySide(left, right)        # one above the other on a narrow window
+        lay.addWidget(self.forms)
         self.data = _combo(DATA_EXAMPLES, "demo-digits: the built-in handwritten digits (train split); or an "
                            "ImageFolder tree: one subfolder per class, named after the model's classes")
         self.data_btn = QPushButton("Folder…")

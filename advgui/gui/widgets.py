@@ -11,8 +11,8 @@ from typing import Optional, Sequence
 from PySide6.QtCore import QEvent, QRectF, QSize, Qt, QTimer, Signal
 from PySide6 import QtGui
 from PySide6.QtGui import QColor, QFont, QLinearGradient, QPainter, QPalette, QValidator
-from PySide6.QtWidgets import (QDoubleSpinBox, QFileDialog, QFrame, QHBoxLayout, QLabel, QLineEdit,
-                               QPushButton, QScrollArea, QSizePolicy, QToolButton, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (QBoxLayout, QDoubleSpinBox, QFileDialog, QFrame, QHBoxLayout, QLabel, QLayout,
+                               QLineEdit, QPushButton, QScrollArea, QSizePolicy, QToolButton, QVBoxLayout, QWidget)
 
 from advgui.core.eps import parse_eps
 
@@ -89,6 +89,34 @@ def scrolled_page(page: QWidget) -> QVBoxLayout:
     lay.setContentsMargins(6, 6, 6, 6)
     lay.setSpacing(4)
     return lay
+
+
+class SideBySide(QWidget):
+    """Two layouts side by side, or one above the other when the width is not enough for both (the Harden tab's
+    settings at 1024 px): the page never needs more than the wider of the two."""
+
+    def __init__(self, first: QLayout, second: QLayout, parent: Optional[QWidget] = None) -> None:
+        super().__init__(parent)
+        self.parts = (first, second)
+        self.box = QBoxLayout(QBoxLayout.Direction.LeftToRight, self)
+        self.box.setContentsMargins(0, 0, 0, 0)
+        self.box.setSizeConstraint(QLayout.SizeConstraint.SetNoConstraint)   # our minimumSizeHint decides
+        self.box.addLayout(first, 1)
+        self.box.addLayout(second, 1)
+
+    def side_by_side_width(self) -> int:
+        return sum(p.minimumSize().width() for p in self.parts) + max(0, self.box.spacing())
+
+    def minimumSizeHint(self) -> QSize:  # noqa: N802 - Qt API
+        return QSize(max(p.minimumSize().width() for p in self.parts), self.box.minimumSize().height())
+
+    def resizeEvent(self, ev) -> None:  # noqa: N802 - Qt API
+        wide = ev.size().width() >= self.side_by_side_width()
+        d = QBoxLayout.Direction.LeftToRight if wide else QBoxLayout.Direction.TopToBottom
+        if self.box.direction() != d:
+            self.box.setDirection(d)
+            self.updateGeometry()              # the height the page needs changed
+        super().resizeEvent(ev)
 
 
 class PanelScroll(QScrollArea):

@@ -45,5 +45,6 @@ def test_window_layout_with_long_class_names(tmp_path, thousand_classes, size, i
     assert rep["window"][0] <= w and rep["window"][1] <= h, rep
     assert rep["bad_labels"] == [], rep["bad_labels"]
     assert rep["outside"] == [], rep["outside"]
+    assert rep["sideways"] == [], rep["sideways"]        # Harden, Evaluate and GAN fit the width: no sideways scroll
     assert len(rep["after_bars"]) == 5 and rep["caption_elided_with_tip"]
     assert shot.exists()

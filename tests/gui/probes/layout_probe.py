@@ -50,6 +50,19 @@ def check() -> None:
         if isinstance(w, ConfidenceBars) and w.elided_names():
             tip = w.toolTip()
             bad_labels += [f"bar {n[:40]}" for n in w.elided_names() if n not in tip]
+    # the tab pages that scroll: never sideways (their content reflows to the page's width)
+    sideways = []
+    shown = win.tabs.currentWidget()
+    for name in ("Harden", "Evaluate", "GAN"):
+        win.tabs.setCurrentWidget(win.tab[name])     # as the user opens it (a page arranges itself when shown)
+        app.processEvents()
+        sa = win.tab[name].findChild(QScrollArea)
+        need, width = sa.widget().minimumSizeHint().width(), win.tab[name].width()
+        if need > width - sa.verticalScrollBar().sizeHint().width():
+            sideways.append(f"{name}: needs {need} px of {width}")
+    win.tabs.setCurrentWidget(shown)
+    app.processEvents()
+    report.update(sideways=sideways)
     report.update(window=[win.width(), win.height()], screen=[win.screen().availableGeometry().width(),
                                                               win.screen().availableGeometry().height()],
                   bad_labels=bad_labels, outside=outside,
