@@ -168,6 +168,17 @@ def seed_int(text: str) -> int:
     return v
 
 
+def positive_int(text: str) -> int:
+    """A count option (``--epochs``, ``--limit``, ``--batch-size`` …): a whole number of at least 1."""
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {v}")
+    return v
+
+
 def finite_float(text: str) -> float:
     """A float option that must be a finite number (``nan`` and ``inf`` are refused, not silently used)."""
     try:

@@ -5,8 +5,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from .common import add_model_options, load_model_from_args
-from .imagesets import add_attack_options, build_attack, load_images, positive_int, progress_bar
+from .common import add_model_options, load_model_from_args, positive_int
+from .imagesets import add_attack_options, build_attack, load_images, progress_bar
 
 DESCRIPTION = """\
 Apply input transforms to the clean images and to an attack's adversarial images, and report the

@@ -6,8 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from .common import add_model_options, load_model_from_args
-from .imagesets import add_attack_options, build_attack, fraction, load_images, positive_int, progress_bar
+from .common import add_model_options, load_model_from_args, positive_int
+from .imagesets import add_attack_options, build_attack, fraction, load_images, progress_bar
 
 DESCRIPTION = """\
 Could we have caught it? Two detectors, fitted on clean images only:

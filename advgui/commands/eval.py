@@ -6,8 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from .common import SigintCancel, add_cluster_options, add_model_options, load_model_from_args, open_cluster_from_args, \
-    seed_int
+from .common import (SigintCancel, add_cluster_options, add_model_options, load_model_from_args, open_cluster_from_args,
+                     positive_int, seed_int)
 
 DESCRIPTION = """\
 Attack every image with every attack at every ε and report accuracy against ε, plus the worst case
@@ -79,16 +79,6 @@ def _eps(text: str) -> float:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
-def _positive_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {v}")
-    return v
-
-
 def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = sub.add_parser("eval", help="robustness curves: accuracy against ε for several attacks, worst case",
                        description=DESCRIPTION, epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -96,8 +86,8 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     g = p.add_argument_group("images")
     g.add_argument("--images", required=True, metavar="PATH",
                    help="image file, folder, ImageFolder tree, 'demo', 'demo-digits-test' or 'demo-digits'")
-    g.add_argument("--limit", type=_positive_int, metavar="N", help="evaluate only the first N images")
-    g.add_argument("--batch-size", type=_positive_int, default=128, metavar="B", help="images per batch (default: 128)")
+    g.add_argument("--limit", type=positive_int, metavar="N", help="evaluate only the first N images")
+    g.add_argument("--batch-size", type=positive_int, default=128, metavar="B", help="images per batch (default: 128)")
     a = p.add_argument_group("attacks")
     a.add_argument("--suite", choices=["standard", "quick"],
                    help="run the standard evaluation (APGD-CE → APGD-T ×2 → Square, per-image worst case) at one ε "
@@ -108,9 +98,9 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    help="comma-separated budgets in pixel units, e.g. 0,2/255,4/255,8/255 (the default) or 0,0.05,0.1; "
                         "with --suite one value (default 8/255 for linf, 0.5 for l2)")
     a.add_argument("--norm", choices=["linf", "l2"], default="linf", help="threat model (default: linf)")
-    a.add_argument("--steps", type=_positive_int, default=20, metavar="N",
+    a.add_argument("--steps", type=positive_int, default=20, metavar="N",
                    help="iterations of BIM/PGD/MI-FGSM/APGD (default: 20; Square keeps its 5000 queries)")
-    a.add_argument("--restarts", type=_positive_int, default=1, metavar="R", help="PGD random restarts (default: 1)")
+    a.add_argument("--restarts", type=positive_int, default=1, metavar="R", help="PGD random restarts (default: 1)")
     a.add_argument("--step-size", type=_eps, metavar="A", help="step size (default: 2.5·ε/steps for PGD, ε/steps for BIM)")
     a.add_argument("--seed", type=seed_int, default=0, help="seed for random starts (default: 0)")
     a.add_argument("--no-sanity", action="store_true", help="skip the sanity checks")

@@ -5,9 +5,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from .common import add_model_options, load_model_from_args
-from .common import SigintCancel
-from .eval import _eps, _positive_int
+from .common import SigintCancel, add_model_options, load_model_from_args, positive_int
+from .eval import _eps
 from .train import _pct
 
 DESCRIPTION = """\
@@ -59,15 +58,15 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                                                   "--val-fraction of --data)")
     g.add_argument("--val-fraction", type=float, default=0.1, metavar="F",
                    help="share of --data held out when --val is not given (default: 0.1)")
-    g.add_argument("--val-max", type=_positive_int, default=d.val_max, metavar="N",
+    g.add_argument("--val-max", type=positive_int, default=d.val_max, metavar="N",
                    help=f"check at most N held-out images per epoch (default: {d.val_max})")
     a = p.add_argument_group("attack the generator learns")
     a.add_argument("--eps", type=_eps, required=True, metavar="E", help="perturbation bound, e.g. 0.2 or 51/255")
     a.add_argument("--norm", choices=["linf", "l2"], default=d.norm, help=f"(default: {d.norm})")
     a.add_argument("--target", metavar="CLASS", help="towards this class (index or name); default: untargeted")
     t = p.add_argument_group("training")
-    t.add_argument("--epochs", type=_positive_int, default=d.epochs, metavar="N", help=f"(default: {d.epochs})")
-    t.add_argument("--batch-size", type=_positive_int, default=d.batch_size, metavar="B",
+    t.add_argument("--epochs", type=positive_int, default=d.epochs, metavar="N", help=f"(default: {d.epochs})")
+    t.add_argument("--batch-size", type=positive_int, default=d.batch_size, metavar="B",
                    help=f"(default: {d.batch_size})")
     t.add_argument("--lr", type=float, default=d.lr, help=f"Adam learning rate of G and D, cosine decay "
                                                           f"(default: {d.lr:g})")
@@ -77,7 +76,7 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     t.add_argument("--beta", type=float, default=d.beta, help=f"weight of the hinge loss (default: {d.beta:g})")
     t.add_argument("--hinge", type=float, default=d.hinge, metavar="C",
                    help="hinge bound as a share of the largest L2 norm within ε (default: %(default)s)")
-    t.add_argument("--width", type=_positive_int, default=d.width, help=f"generator width (default: {d.width})")
+    t.add_argument("--width", type=positive_int, default=d.width, help=f"generator width (default: {d.width})")
     t.add_argument("--blocks", type=int, default=d.blocks, help=f"generator residual blocks (default: {d.blocks})")
     t.add_argument("--augment", choices=["none", "shift"], default=d.augment, help=f"(default: {d.augment})")
     t.add_argument("--seed", type=int, default=0, help="(default: 0)")

@@ -8,6 +8,8 @@ from typing import Optional
 
 import torch
 
+from .common import positive_int
+
 
 @dataclass
 class LoadedImages:
@@ -54,17 +56,6 @@ def load_images(spec: str, clf, limit: Optional[int] = None, *, quiet: bool = Fa
         print(f"note: {spec} has no class subfolders named after the model's classes; the clean predictions "
               "stand in for labels", file=sys.stderr)
     return LoadedImages(x, pred, names, "predictions", skipped)
-
-
-def positive_int(text: str) -> int:
-    import argparse
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {v}")
-    return v
 
 
 def fraction(text: str) -> float:

@@ -5,9 +5,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from .common import add_model_options, finite_float, load_model_from_args, seed_int
-from .common import SigintCancel
-from .eval import _eps, _positive_int
+from .common import SigintCancel, add_model_options, finite_float, load_model_from_args, positive_int, seed_int
+from .eval import _eps
 
 DESCRIPTION = """\
 Train a model against adversarial examples and save the hardened weights.
@@ -64,22 +63,22 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    help="validation images (ImageFolder tree, or demo-digits-test); default: hold out --val-fraction")
     g.add_argument("--val-fraction", type=finite_float, default=0.1, metavar="F",
                    help="share of --data held out for validation when --val is not given (default: 0.1)")
-    g.add_argument("--val-max", type=_positive_int, default=d.val_max, metavar="N",
+    g.add_argument("--val-max", type=positive_int, default=d.val_max, metavar="N",
                    help=f"validate on at most N images (default: {d.val_max})")
     t = p.add_argument_group("training")
     t.add_argument("--method", choices=["pgd", "fgsm-rs", "clean", "advgan"], default="pgd", help="(default: pgd)")
     t.add_argument("--eps", type=_eps, default=None, metavar="E",
                    help="training budget in pixel units, e.g. 0.1 or 8/255 (default 8/255; not used by clean)")
     t.add_argument("--norm", choices=["linf", "l2"], default="linf", help="threat model (default: linf)")
-    t.add_argument("--epochs", type=_positive_int, default=d.epochs, metavar="N", help=f"(default: {d.epochs})")
-    t.add_argument("--batch-size", type=_positive_int, default=d.batch_size, metavar="B",
+    t.add_argument("--epochs", type=positive_int, default=d.epochs, metavar="N", help=f"(default: {d.epochs})")
+    t.add_argument("--batch-size", type=positive_int, default=d.batch_size, metavar="B",
                    help=f"(default: {d.batch_size})")
     t.add_argument("--lr", type=finite_float, default=d.lr, help=f"peak learning rate (default: {d.lr:g})")
     t.add_argument("--optimizer", choices=["adam", "sgd"], default=d.optimizer, help=f"(default: {d.optimizer})")
     t.add_argument("--schedule", choices=["cosine", "constant"], default=d.schedule,
                    help=f"learning-rate schedule (default: {d.schedule})")
     t.add_argument("--weight-decay", type=finite_float, default=d.weight_decay, metavar="WD", help="(default: 0)")
-    t.add_argument("--steps", type=_positive_int, default=d.pgd_steps, metavar="N",
+    t.add_argument("--steps", type=positive_int, default=d.pgd_steps, metavar="N",
                    help=f"PGD steps per training batch (default: {d.pgd_steps})")
     t.add_argument("--step-size", type=_eps, metavar="A", help="PGD step size (default: 2.5·ε/steps)")
     t.add_argument("--ramp-epochs", type=int, metavar="K", help="epochs over which ε ramps up (default: epochs // 3)")
@@ -89,7 +88,7 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     t.add_argument("--seed", type=seed_int, default=0, help="(default: 0)")
     v = p.add_argument_group("validation")
     v.add_argument("--val-eps", type=_eps, metavar="E", help="ε of the validation attacks (default: --eps)")
-    v.add_argument("--val-steps", type=_positive_int, default=d.val_steps, metavar="N",
+    v.add_argument("--val-steps", type=positive_int, default=d.val_steps, metavar="N",
                    help=f"validation PGD steps (default: {d.val_steps})")
     v.add_argument("--on-overfit", choices=["stop", "continue"], default=d.on_overfit,
                    help="on catastrophic overfitting: stop and keep the best-PGD epoch, or continue (default: stop)")
@@ -100,7 +99,7 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    help="after training, measure the starting and the trained model on the same validation images "
                         "(worst case of FGSM and PGD at 0, 0.5, 1, 1.5 and 2 × the validation ε, as the window's "
                         "Harden tab does): prints a table and writes FILE.compare.json")
-    o.add_argument("--compare-max", type=_positive_int, default=200, metavar="N",
+    o.add_argument("--compare-max", type=positive_int, default=200, metavar="N",
                    help="--compare on at most N validation images, a fixed random subset (default: 200)")
     p.set_defaults(func=run)
     return p
